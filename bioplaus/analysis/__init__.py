@@ -1,0 +1,5 @@
+"""Analyses that read models and rules: alignment with the true gradient."""
+
+from bioplaus.analysis.alignment import alignment, cross_entropy_context
+
+__all__ = ["alignment", "cross_entropy_context"]

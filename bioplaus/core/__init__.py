@@ -1,0 +1,34 @@
+"""The core: layers a rule can configure, the context of global signals, the Rule base class."""
+
+from bioplaus.core.context import Context
+from bioplaus.core.layers import (
+    ACTIVATIONS,
+    Conv2d,
+    Layer,
+    LayerSettings,
+    Linear,
+    default_settings,
+    require_layers,
+    weight_layers,
+)
+from bioplaus.core.rule import Rule, accumulate_grad
+from bioplaus.core.spec import TaskSpec
+from bioplaus.core.weight_ops import Conv2dOp, FeedbackTransform, LinearOp
+
+__all__ = [
+    "ACTIVATIONS",
+    "Context",
+    "Conv2d",
+    "Conv2dOp",
+    "FeedbackTransform",
+    "Layer",
+    "LayerSettings",
+    "Linear",
+    "LinearOp",
+    "Rule",
+    "TaskSpec",
+    "accumulate_grad",
+    "default_settings",
+    "require_layers",
+    "weight_layers",
+]

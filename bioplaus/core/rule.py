@@ -1,0 +1,83 @@
+"""The :class:`Rule` base class: the contract every learning rule keeps (DESIGN.md).
+
+1. A rule produces gradients and never steps weights: it writes ``p.grad`` with the descent sign
+   (accumulating, like ``loss.backward()``), and a ``torch.optim`` optimizer applies it.
+2. ``attach(model)`` configures the model's layers (recording, detached inputs, feedback weights);
+   ``detach(model)`` undoes it. The model's ``forward(x)`` never depends on the rule.
+3. Global signals arrive in a :class:`~bioplaus.core.context.Context`: ``update(model, ctx)``
+   once per batch, or ``step(model, ctx)`` once per time step for online rules (``online = True``).
+4. Nothing anywhere branches on a rule's name.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from bioplaus.core.context import Context
+from bioplaus.core.layers import weight_layers
+
+
+class Rule:
+    """Base class of learning rules.
+
+    Subclasses override :meth:`update` (batch rules) or :meth:`step` (online rules, with
+    ``online = True``) and usually :meth:`attach`. Keyword arguments of ``__init__`` are the
+    rule's hyperparameters: store each under the same attribute name so :meth:`hparams` can
+    report them in run configs.
+    """
+
+    name: ClassVar[str] = "rule"
+    """Registry name; set by ``bioplaus.rules.register``."""
+
+    online: ClassVar[bool] = False
+    """True for rules that learn at every time step through :meth:`step`."""
+
+    def attach(self, model: nn.Module) -> None:
+        """Configure ``model``'s layers for this rule (called once, before training)."""
+
+    def detach(self, model: nn.Module) -> None:
+        """Undo :meth:`attach`: every layer back to plain backprop."""
+        for _, layer in weight_layers(model):
+            layer.reset_settings()
+
+    def update(self, model: nn.Module, ctx: Context) -> None:
+        """Write this rule's gradients for one batch into ``p.grad`` (descent sign, accumulated)."""
+        raise NotImplementedError(f"rule '{self.name}' learns online: call step() at every time step")
+
+    def step(self, model: nn.Module, ctx: Context) -> None:
+        """Write this rule's gradients for one time step ``ctx.t`` (online rules only)."""
+        raise TypeError(f"rule '{self.name}' is not online: call update() once per batch")
+
+    def reset(self, model: nn.Module) -> None:
+        """Clear per-sequence state (eligibility traces, ...) at a trial or episode start."""
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Parameter groups for the optimizer; rules that need per-layer groups override this."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    def hparams(self) -> dict[str, Any]:
+        """The rule's hyperparameters (its ``__init__`` keyword arguments and their values)."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {k: getattr(self, k, None) for k in params if k != "self"}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={_short(v)}" for k, v in self.hparams().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"tensor{tuple(value.shape)}"
+    return repr(value)
+
+
+def accumulate_grad(param: torch.Tensor, grad: torch.Tensor) -> None:
+    """Add ``grad`` to ``param.grad`` the way ``backward()`` does (creating it when absent)."""
+    if param.grad is None:
+        param.grad = grad.detach().clone()
+    else:
+        param.grad.add_(grad.detach())

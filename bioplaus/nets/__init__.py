@@ -1,0 +1,34 @@
+"""Models, by name. A model factory takes the task's :class:`~bioplaus.core.TaskSpec` and options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from bioplaus.core.spec import TaskSpec
+from bioplaus.nets._registry import MODELS, register
+from bioplaus.nets.convnet import ConvNet
+from bioplaus.nets.mlp import MLP
+
+
+def available() -> list[str]:
+    """Names of the registered models."""
+    return MODELS.available()
+
+
+def describe() -> dict[str, str]:
+    """Model name → one-line description."""
+    return MODELS.describe()
+
+
+def get(name: str, spec: TaskSpec, **options: Any) -> nn.Module:
+    """Build the model registered as ``name`` for a task with interface ``spec``.
+
+    Raises:
+        ConfigError: for an unknown name (listing the known ones) or an unknown option.
+    """
+    return MODELS.build(name, spec, **options)
+
+
+__all__ = ["MLP", "ConvNet", "available", "describe", "get", "register"]

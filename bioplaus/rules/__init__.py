@@ -1,0 +1,51 @@
+"""Learning rules, by name.
+
+>>> import bioplaus
+>>> bioplaus.rules.available()          # doctest: +SKIP
+['bp', 'dfa', 'fa']
+>>> rule = bioplaus.rules.get("dfa", low=0.0)   # doctest: +SKIP
+
+A new rule is a :class:`~bioplaus.core.Rule` subclass registered with ``@register("name")``;
+it then works in ``compare``, the CLI, configs and notebooks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bioplaus.core.rule import Rule
+from bioplaus.rules._registry import RULES, register
+from bioplaus.rules.backprop import Backprop
+from bioplaus.rules.direct_feedback_alignment import DirectFeedbackAlignment
+from bioplaus.rules.feedback_alignment import FeedbackAlignment
+
+
+def available() -> list[str]:
+    """Names of the registered rules."""
+    return RULES.available()
+
+
+def describe() -> dict[str, str]:
+    """Rule name → one-line description."""
+    return RULES.describe()
+
+
+def get(name: str, **kwargs: Any) -> Rule:
+    """Build the rule registered as ``name`` with hyperparameters ``kwargs``.
+
+    Raises:
+        ConfigError: for an unknown name (the message lists the known ones) or an unknown keyword.
+    """
+    return RULES.build(name, **kwargs)
+
+
+__all__ = [
+    "Backprop",
+    "DirectFeedbackAlignment",
+    "FeedbackAlignment",
+    "Rule",
+    "available",
+    "describe",
+    "get",
+    "register",
+]

@@ -1,0 +1,54 @@
+"""Feedback alignment (FA)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from bioplaus.core import require_layers
+from bioplaus.rules._registry import register
+from bioplaus.rules.backprop import Backprop
+
+
+@register("fa")
+class FeedbackAlignment(Backprop):
+    r"""Feedback alignment: errors travel backward through fixed random matrices.
+
+    Lillicrap, Cownden, Tweed & Akerman (2016), "Random synaptic feedback weights support error
+    backpropagation for deep learning", Nat. Commun. 7:13276. With ``δ_ℓ = ∂L/∂a_ℓ`` at the
+    pre-activation ``a_ℓ = W_ℓ h_{ℓ-1} + b_ℓ``:
+
+    .. math::
+        δ_ℓ = f'(a_ℓ) ⊙ (B_{ℓ+1}^{⊤}\, δ_{ℓ+1}), \qquad
+        ΔW_ℓ ∝ -δ_ℓ\, h_{ℓ-1}^{⊤}, \qquad Δb_ℓ ∝ -δ_ℓ
+
+    where BP would use ``W_{ℓ+1}`` in place of ``B_{ℓ+1}``. ``B_ℓ`` has ``W_ℓ``'s shape (so the
+    oracle "FA with B = W is BP" holds exactly; in the paper's (in × out) convention that is
+    B = Wᵀ) and is drawn once, like PyTorch's default weight init scaled by ``scale``:
+    ``B ~ U(−s/√fan_in, s/√fan_in)``. The output layer's weight gradient is exact; the feedback
+    matrices live in :attr:`feedback` (by layer name) and can be replaced in place.
+    Works for every layer kind in :mod:`bioplaus.core` (linear and conv): the weight-transport
+    swap is done by :class:`~bioplaus.core.FeedbackTransform`, so a step costs the same as BP.
+
+    Args:
+        scale: multiplies the bound of the uniform distribution of ``B``.
+        seed: seed of a private generator for ``B``; ``None`` draws from torch's global generator
+            (which the runner seeds per run).
+    """
+
+    def __init__(self, scale: float = 1.0, seed: int | None = None):
+        self.scale = scale
+        self.seed = seed
+        self.feedback: dict[str, torch.Tensor] = {}
+
+    def attach(self, model: nn.Module) -> None:
+        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+        self.feedback = {}
+        for name, layer in require_layers(model, self.name):
+            weight = layer.weight
+            bound = self.scale / math.sqrt(weight[0].numel())
+            matrix = torch.empty(weight.shape, dtype=weight.dtype).uniform_(-bound, bound, generator=generator)
+            self.feedback[name] = matrix.to(weight.device)
+            layer.configure(feedback=self.feedback[name])

@@ -1,0 +1,320 @@
+"""``compare``: train every (rule, seed) under the same budget and tabulate them against BP."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from bioplaus import nets, rules, tasks
+from bioplaus.analysis import alignment
+from bioplaus.core import Rule, TaskSpec
+from bioplaus.errors import ConfigError, DivergedError
+from bioplaus.runner.config import RunConfig
+from bioplaus.runner.result import Comparison, environment
+from bioplaus.tasks import Task
+
+ModelFactory = Callable[[TaskSpec], nn.Module]
+RuleFactory = Callable[[], Rule]
+
+
+def build_optimizer(param_groups: list[dict[str, Any]], cfg: RunConfig) -> torch.optim.Optimizer:
+    """The configured ``torch.optim`` optimizer over the rule's parameter groups."""
+    lr, wd = cfg.lr, cfg.weight_decay
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=lr, momentum=cfg.momentum, weight_decay=wd)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(param_groups, lr=lr, momentum=cfg.momentum, weight_decay=wd)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups, lr=lr, weight_decay=wd)
+    return torch.optim.Adam(param_groups, lr=lr, weight_decay=wd)
+
+
+@dataclass
+class RunOutcome:
+    """One (rule, seed) run: its metric rows, how it ended and how long its updates took."""
+
+    rows: list[dict[str, Any]]
+    status: str
+    message: str
+    steps: int
+    seconds: float
+
+
+@dataclass
+class _RunLog:
+    """Where a run is (epoch, optimizer steps) and the tidy rows it has logged so far."""
+
+    label: str
+    seed: int
+    epoch: int = 0
+    steps: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, split: str, metrics: Mapping[str, float]) -> None:
+        self.rows.extend(
+            {
+                "rule": self.label,
+                "seed": self.seed,
+                "epoch": self.epoch,
+                "step": self.steps,
+                "split": split,
+                "metric": name,
+                "value": value,
+            }
+            for name, value in metrics.items()
+        )
+
+    def count_step(self, *_: Any) -> None:
+        self.steps += 1
+
+
+def train_run(
+    task: Task,
+    make_model: ModelFactory,
+    make_rule: RuleFactory,
+    label: str,
+    seed: int,
+    cfg: RunConfig,
+    on_epoch: Callable[[dict[str, dict[str, float]]], None] | None = None,
+) -> RunOutcome:
+    """Train one fresh model with one rule and seed; metric rows are tidy dicts.
+
+    The seed fixes the initial weights (the same for every rule), the rule's random state
+    (feedback matrices) and the batch order. A non-finite loss ends the run as ``diverged``.
+    Training time excludes evaluation and alignment probes.
+    """
+    torch.manual_seed(seed)
+    model = make_model(task.spec).to(cfg.device)
+    rule = make_rule()
+    rule.attach(model)
+    optimizer = build_optimizer(rule.param_groups(model), cfg)
+    generator = torch.Generator().manual_seed(seed)
+    log = _RunLog(label, seed)
+    optimizer.register_step_post_hook(log.count_step)
+    train_seconds = probe_seconds = 0.0
+
+    def before_update(batch: Any) -> None:
+        nonlocal probe_seconds
+        if cfg.alignment_every and log.steps % cfg.alignment_every == 0:
+            start = time.perf_counter()
+            cosines = alignment(model, rule, batch, task.make_context)
+            log.add("train", {f"alignment/{name}": c for name, c in cosines.items()})
+            probe_seconds += time.perf_counter() - start
+
+    def evaluate() -> dict[str, dict[str, float]]:
+        results = task.evaluate(model)
+        for split, metrics in results.items():
+            bad = [m for m, v in metrics.items() if not math.isfinite(v)]
+            if bad:
+                raise DivergedError(f"{split} {bad[0]} became {metrics[bad[0]]} after epoch {log.epoch}")
+            log.add(split, metrics)
+        return results
+
+    status, message = "done", ""
+    try:
+        evaluate()
+        while log.epoch < cfg.epochs:
+            log.epoch += 1
+            start = time.perf_counter()
+            try:
+                train_metrics = task.train_epoch(
+                    model, rule, optimizer, generator=generator, before_update=before_update
+                )
+            finally:
+                train_seconds += time.perf_counter() - start
+            log.add("train", train_metrics)
+            results = evaluate()
+            if on_epoch is not None:
+                on_epoch(results)
+    except DivergedError as err:
+        warnings.warn(f"run {label} (seed {seed}) diverged: {err}", RuntimeWarning, stacklevel=2)
+        status, message = "diverged", str(err)
+    return RunOutcome(log.rows, status, message, log.steps, train_seconds - probe_seconds)
+
+
+def _rule_factories(
+    entries: Sequence[str | Rule] | Mapping[str, str | Rule], rule_options: Mapping[str, Mapping[str, Any]]
+) -> list[tuple[str, RuleFactory]]:
+    items = list(entries.items()) if isinstance(entries, Mapping) else [(None, e) for e in entries]
+    out: list[tuple[str, RuleFactory]] = []
+    for label, entry in items:
+        if isinstance(entry, str):
+            options = dict(rule_options.get(entry, {}))
+            rules.get(entry, **options)  # validate now, not after other runs finished
+            factory: RuleFactory = lambda entry=entry, options=options: rules.get(entry, **options)  # noqa: E731
+            name = entry
+        elif isinstance(entry, Rule):
+            factory = lambda entry=entry: copy.deepcopy(entry)  # noqa: E731
+            name = entry.name
+        else:
+            raise ConfigError(f"rules entries must be rule names or Rule instances, got {entry!r}")
+        out.append((label or name, factory))
+    labels = [label for label, _ in out]
+    clashes = sorted({label for label in labels if labels.count(label) > 1})
+    if clashes:
+        raise ConfigError(
+            f"two rules share the label {clashes[0]!r}; pass a dict to label them, "
+            "e.g. rules={'fa': ..., 'fa-small': ...}"
+        )
+    return out
+
+
+def compare(
+    model: str | ModelFactory = "mlp",
+    rules: Sequence[str | Rule] | Mapping[str, str | Rule] = ("bp", "fa", "dfa"),
+    task: str | Task = "digits",
+    seeds: int | Sequence[int] = 1,
+    epochs: int = 5,
+    *,
+    batch_size: int = 64,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    alignment_every: int = 0,
+    device: str = "cpu",
+    task_options: Mapping[str, Any] | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    rule_options: Mapping[str, Mapping[str, Any]] | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> Comparison:
+    """Train a fresh model per (rule, seed) under one budget and compare the rules with BP.
+
+    Every run of a seed starts from the same initial weights and sees the same batches; all
+    rules share the optimizer, learning rate and number of epochs.
+
+    Args:
+        model: registered model name, or a factory ``spec -> nn.Module``.
+        rules: rule names and/or :class:`~bioplaus.core.Rule` instances (copied per run), or a
+            dict ``label -> rule`` to tell apart variants of one rule.
+        task: registered task name, or a :class:`~bioplaus.tasks.Task`.
+        seeds: a number of seeds (``0 … n-1``) or a list of seeds.
+        epochs: training epochs per run.
+        batch_size: examples per update (for tasks given by name).
+        optimizer: ``adam``, ``adamw``, ``sgd`` or ``rmsprop``.
+        lr: learning rate.
+        momentum: momentum of SGD/RMSprop.
+        weight_decay: L2 weight decay.
+        alignment_every: log the per-layer cosine between each rule's update and the BP gradient
+            every this many updates (0: off).
+        device: torch device.
+        task_options: options of the named task (``bioplaus tasks``).
+        model_options: options of the named model (``bioplaus models``).
+        rule_options: per rule name, options of that rule.
+        out: if given, a folder to write ``config.json``, ``metrics.csv``, ``summary.csv``,
+            ``runs.csv`` and ``figure.png`` into.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        A :class:`~bioplaus.runner.result.Comparison` with ``.table``, ``.summary``, ``.runs``, ``.plot()``.
+    """
+    raw: dict[str, Any] = {
+        "seeds": seeds if isinstance(seeds, int) else list(seeds),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "alignment_every": alignment_every,
+        "device": device,
+    }
+    if isinstance(model, str):
+        raw |= {"model": model, "model_options": dict(model_options or {})}
+    elif model_options:
+        raise ConfigError("model_options apply to a model given by name; pass them to your factory instead")
+    if isinstance(task, str):
+        raw |= {"task": task, "task_options": dict(task_options or {})}
+    elif task_options:
+        raise ConfigError("task_options apply to a task given by name; configure your Task object instead")
+    names = list(rules.values()) if isinstance(rules, Mapping) else list(rules)
+    named = [r for r in names if isinstance(r, str)]
+    raw |= {"rules": named or ["bp"], "rule_options": {k: dict(v) for k, v in (rule_options or {}).items()}}
+    cfg = RunConfig.from_dict(raw)
+    plan = _rule_factories(rules, cfg.rule_options)
+
+    if isinstance(task, str):
+        task_obj = tasks.get(cfg.task, batch_size=cfg.batch_size, device=cfg.device, **cfg.task_options)
+    else:
+        task_obj = task
+    make_model: ModelFactory
+    if isinstance(model, str):
+        make_model = lambda spec: nets.get(cfg.model, spec, **cfg.model_options)  # noqa: E731
+    elif isinstance(model, nn.Module):
+        raise ConfigError(
+            "pass a model factory (spec -> nn.Module) or a model name, not a model instance: "
+            "compare builds a fresh model per (rule, seed)"
+        )
+    else:
+        make_model = model
+
+    config = cfg.to_dict() | {
+        "task": cfg.task if isinstance(task, str) else repr(task_obj),
+        "model": cfg.model if isinstance(model, str) else getattr(model, "__qualname__", repr(model)),
+        "rules": {label: repr(factory()) for label, factory in plan},
+        "environment": environment(),
+    }
+    bar = tqdm(total=len(plan) * len(cfg.seeds) * cfg.epochs, disable=not progress, desc="compare", unit="epoch")
+    rows, runs = [], []
+    with bar:
+        for label, factory in plan:
+            for seed in cfg.seeds:
+                bar.set_description(f"{label} seed {seed}")
+                done_before = bar.n
+
+                def on_epoch(results: dict[str, dict[str, float]]) -> None:
+                    bar.set_postfix({m: f"{v:.3g}" for m, v in results.get("test", {}).items()})
+                    bar.update(1)
+
+                outcome = train_run(task_obj, make_model, factory, label, seed, cfg, on_epoch)
+                bar.update(done_before + cfg.epochs - bar.n)  # epochs a diverged run did not train
+                rows += outcome.rows
+                runs.append(
+                    {
+                        "rule": label,
+                        "seed": seed,
+                        "status": outcome.status,
+                        "message": outcome.message,
+                        "steps": outcome.steps,
+                        "seconds": outcome.seconds,
+                        "seconds_per_step": outcome.seconds / outcome.steps if outcome.steps else math.nan,
+                    }
+                )
+    result = Comparison.from_records(rows, runs, config)
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def run_config(cfg: RunConfig, out: str | Path | None = None, progress: bool = True) -> Comparison:
+    """Run the comparison a validated :class:`RunConfig` describes (what ``bioplaus run`` does)."""
+    return compare(
+        model=cfg.model,
+        rules=cfg.rules,
+        task=cfg.task,
+        seeds=cfg.seeds,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        optimizer=cfg.optimizer,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        alignment_every=cfg.alignment_every,
+        device=cfg.device,
+        task_options=cfg.task_options,
+        model_options=cfg.model_options,
+        rule_options=cfg.rule_options,
+        out=out,
+        progress=progress,
+    )

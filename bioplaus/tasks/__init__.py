@@ -1,0 +1,32 @@
+"""Tasks, by name: what is learned and how one epoch of training runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bioplaus.tasks._registry import TASKS, register
+from bioplaus.tasks.base import Task, check_finite
+from bioplaus.tasks.classification import ClassificationTask
+
+
+def available() -> list[str]:
+    """Names of the registered tasks."""
+    return TASKS.available()
+
+
+def describe() -> dict[str, str]:
+    """Task name → one-line description."""
+    return TASKS.describe()
+
+
+def get(name: str, **options: Any) -> Task:
+    """Build the task registered as ``name``.
+
+    Raises:
+        ConfigError: for an unknown name (listing the known ones) or an unknown option.
+        DataError: when the task's data cannot be found (the message says how to get it).
+    """
+    return TASKS.build(name, **options)
+
+
+__all__ = ["ClassificationTask", "Task", "available", "check_finite", "describe", "get", "register"]

@@ -1,0 +1,104 @@
+"""Time per training step of BP, FA and DFA on an MLP, against the machine's matmul peak.
+
+One run measures everything: the matmul throughput of this machine (the peak), then the
+training step (forward, the rule's update, optimizer step) of each rule on the same MLP and
+batch, interleaved in rounds so that drift in machine speed hits every rule alike. Prints the
+ratio of each rule to BP and the fraction of the matmul peak a BP step reaches.
+
+    python experiments/bench_supervised.py                       # 784-1000-1000-10, batch 128
+    python experiments/bench_supervised.py --hidden 256 256 --batch 64 --optimizer adam
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import bioplaus
+from bioplaus.core import Context, TaskSpec
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Best-of-``repeats`` float32 GFLOP/s of an n×n by n×n matrix product."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def step_flops(widths: list[int], batch: int) -> float:
+    """FLOPs of one BP step: forward, weight gradients, and input gradients of all but the first layer."""
+    macs = [a * b for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    return 2.0 * batch * (2 * sum(macs) + sum(macs[1:]))
+
+
+def make_step(rule_name: str, widths: list[int], batch: int, optimizer: str):
+    torch.manual_seed(0)
+    spec = TaskSpec((widths[0],), widths[-1])
+    model = bioplaus.nets.get("mlp", spec, hidden=widths[1:-1])
+    rule = bioplaus.rules.get(rule_name)
+    rule.attach(model)
+    opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(rule.param_groups(model), lr=1e-4)
+    x, y = torch.randn(batch, widths[0]), torch.randint(0, widths[-1], (batch,))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        rule.update(model, Context(loss=F.cross_entropy(out, y), output=out, target=y))
+        opt.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[1000, 1000])
+    parser.add_argument("--inputs", type=int, default=784)
+    parser.add_argument("--outputs", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=20, help="steps per rule per round")
+    parser.add_argument("--rules", nargs="+", default=["bp", "fa", "dfa"])
+    args = parser.parse_args()
+
+    widths = [args.inputs, *args.hidden, args.outputs]
+    peak = matmul_gflops()
+    steps = {name: make_step(name, widths, args.batch, args.optimizer) for name in args.rules}
+    for fn in steps.values():  # warm-up
+        for _ in range(5):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, fn in steps.items():
+            times[name].append(_timed(lambda fn=fn: [fn() for _ in range(args.steps)]) / args.steps)
+    peak_after = matmul_gflops()
+
+    flops = step_flops(widths, args.batch)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    ref = median.get("bp")
+    print(f"MLP {'-'.join(map(str, widths))}, batch {args.batch}, optimizer {args.optimizer}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"matmul peak (2048³ float32): {peak:.1f} GFLOP/s before, {peak_after:.1f} after; "
+          f"one BP step = {flops / 1e9:.3f} GFLOP")
+    print(f"{'rule':6s} {'ms/step':>9s} {'× bp':>6s} {'GFLOP/s*':>9s} {'% of peak*':>10s}")
+    for name, t in median.items():
+        ratio = f"{t / ref:6.2f}" if ref else "     —"
+        rate = flops / t / 1e9
+        print(f"{name:6s} {1e3 * t:9.3f} {ratio} {rate:9.1f} {100 * rate / max(peak, peak_after):9.1f}%")
+    print("* BP-equivalent FLOPs divided by the step time (DFA and FA do not all do the same work).")
+
+
+if __name__ == "__main__":
+    main()
