@@ -88,10 +88,14 @@ def main() -> None:
     flops = step_flops(widths, args.batch)
     median = {name: statistics.median(t) for name, t in times.items()}
     ref = median.get("bp")
-    print(f"MLP {'-'.join(map(str, widths))}, batch {args.batch}, optimizer {args.optimizer}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"matmul peak (2048³ float32): {peak:.1f} GFLOP/s before, {peak_after:.1f} after; "
-          f"one BP step = {flops / 1e9:.3f} GFLOP")
+    print(
+        f"MLP {'-'.join(map(str, widths))}, batch {args.batch}, optimizer {args.optimizer}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"matmul peak (2048³ float32): {peak:.1f} GFLOP/s before, {peak_after:.1f} after; "
+        f"one BP step = {flops / 1e9:.3f} GFLOP"
+    )
     print(f"{'rule':6s} {'ms/step':>9s} {'× bp':>6s} {'GFLOP/s*':>9s} {'% of peak*':>10s}")
     for name, t in median.items():
         ratio = f"{t / ref:6.2f}" if ref else "     —"

@@ -83,13 +83,17 @@ def test_run_config_file_with_overrides(capsys, tmp_path):
         (["compare", "--set", "lr"], "--set expects key=value"),
         (["compare", "--set", "model_options.hiden=[3]"], "model 'mlp' has no option 'hiden'"),
         (["compare", "--set", "model_options.hidden=3"], "model_options.hidden expects a list, got 3"),
-        (["compare", "--rules", "bp", "--set", "rule_options.fa.scale=2"], "rule_options.fa is set but 'fa' is not among rules"),
+        (
+            ["compare", "--rules", "bp", "--set", "rule_options.fa.scale=2"],
+            "rule_options.fa is set but 'fa' is not among rules",
+        ),
         (["compare", "--task", "fashion"], "unknown task 'fashion'"),
         (["compare", "--optimizer", "adma"], "optimizer must be one of adam, adamw, sgd, rmsprop, got 'adma'"),
         (["compare", "--epochs", "three"], "argument --epochs: invalid int value: 'three'"),
         (["compare", "--task", "fashion-mnist", "--set", "task_options.root=/nonexistent/fm"], "/nonexistent/fm"),
         (["run", "/nonexistent.toml"], "config file '/nonexistent.toml' does not exist"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["compare", "--device", "gpu0"], "device expects a torch device such as 'cpu' or 'cuda:0', got 'gpu0'"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_clear_message(capsys, argv, message):

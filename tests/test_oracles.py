@@ -45,13 +45,17 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("kind", list(MODELS))
-def test_fa_with_feedback_equal_to_weights_is_bp(kind, float64):
+def _model_batch_and_bp_grads(kind: str, seed: int = 0):
     spec, build = MODELS[kind]
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build(spec)
     x, y = _batch(spec)
-    expected = _bp_grads(model, x, y)
+    return model, x, y, _bp_grads(model, x, y)
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_fa_with_feedback_equal_to_weights_is_bp(kind, float64):
+    model, x, y, expected = _model_batch_and_bp_grads(kind)
     fa = rules.get("fa")
     fa.attach(model)
     for name, layer in weight_layers(model):
@@ -61,11 +65,7 @@ def test_fa_with_feedback_equal_to_weights_is_bp(kind, float64):
 
 @pytest.mark.parametrize("kind", list(MODELS))
 def test_fa_with_random_feedback_differs_from_bp(kind, float64):
-    spec, build = MODELS[kind]
-    torch.manual_seed(0)
-    model = build(spec)
-    x, y = _batch(spec)
-    expected = _bp_grads(model, x, y)
+    model, x, y, expected = _model_batch_and_bp_grads(kind)
     fa = rules.get("fa")
     fa.attach(model)
     got = _rule_grads(model, fa, x, y)
@@ -76,11 +76,7 @@ def test_fa_with_random_feedback_differs_from_bp(kind, float64):
 
 
 def test_fa_feedback_as_function_of_weights_is_bp(float64):
-    spec, build = MODELS["convnet"]
-    torch.manual_seed(1)
-    model = build(spec)
-    x, y = _batch(spec)
-    expected = _bp_grads(model, x, y)
+    model, x, y, expected = _model_batch_and_bp_grads("convnet", seed=1)
     for _, layer in weight_layers(model):
         layer.configure(feedback=lambda w: w)
     _assert_equal(_rule_grads(model, rules.get("bp"), x, y), expected)
@@ -149,10 +145,7 @@ def test_dfa_sends_no_error_across_layers(float64):
 
 
 def test_dfa_conv_layers_use_flattened_width(float64):
-    spec, build = MODELS["convnet"]
-    torch.manual_seed(0)
-    model = build(spec)
-    x, y = _batch(spec)
+    model, x, y, _ = _model_batch_and_bp_grads("convnet")
     dfa = rules.get("dfa", seed=0)
     dfa.attach(model)
     got = _rule_grads(model, dfa, x, y)

@@ -11,7 +11,7 @@ from bioplaus.core.layers import (
     require_layers,
     weight_layers,
 )
-from bioplaus.core.rule import Rule, accumulate_grad
+from bioplaus.core.rule import Rule
 from bioplaus.core.spec import TaskSpec
 from bioplaus.core.weight_ops import Conv2dOp, FeedbackTransform, LinearOp
 
@@ -27,7 +27,6 @@ __all__ = [
     "LinearOp",
     "Rule",
     "TaskSpec",
-    "accumulate_grad",
     "default_settings",
     "require_layers",
     "weight_layers",

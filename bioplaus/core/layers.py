@@ -62,14 +62,14 @@ class LayerSettings:
         detach_input: cut the graph at the layer's input, so no gradient reaches the layers below.
         feedback: a tensor shaped like the weight, or a function ``W -> B`` evaluated at each
             forward, through which the error is sent backward instead of ``W``.
+
+    Layer kinds with more to configure (a recurrent layer's truncation, say) subclass this
+    dataclass and name the subclass in their ``settings_type``.
     """
 
     record: frozenset[str] = frozenset()
     detach_input: bool = False
     feedback: Feedback | None = None
-
-
-_SETTING_NAMES = tuple(f.name for f in fields(LayerSettings))
 
 
 class Layer(nn.Module):
@@ -80,13 +80,14 @@ class Layer(nn.Module):
     """
 
     recordable: ClassVar[frozenset[str]] = frozenset({"input", "pre", "output"})
+    settings_type: ClassVar[type[LayerSettings]] = LayerSettings
 
     weight: nn.Parameter
     bias: nn.Parameter | None
 
     def __init__(self) -> None:
         super().__init__()
-        self.settings = LayerSettings()
+        self.settings = self.settings_type()
         self.trace: dict[str, torch.Tensor] = {}
         self.activation: str | None = None
         self._activation_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -98,11 +99,12 @@ class Layer(nn.Module):
     # configuration ---------------------------------------------------------------------------
     def configure(self, **changes: Any) -> None:
         """Change some settings (see :class:`LayerSettings`); unknown names raise ``ConfigError``."""
+        names = [f.name for f in fields(self.settings_type)]
         for name in changes:
-            if name not in _SETTING_NAMES:
+            if name not in names:
                 raise ConfigError(
-                    f"{type(self).__name__} has no setting '{name}'{did_you_mean(name, list(_SETTING_NAMES))}; "
-                    f"settings: {', '.join(_SETTING_NAMES)}"
+                    f"{type(self).__name__} has no setting '{name}'{did_you_mean(name, names)}; "
+                    f"settings: {', '.join(names)}"
                 )
         if "record" in changes:
             record = frozenset(changes["record"])
@@ -117,7 +119,7 @@ class Layer(nn.Module):
 
     def reset_settings(self) -> None:
         """Back to plain backprop: no recording, no detaching, no feedback weights."""
-        self.settings = LayerSettings()
+        self.settings = self.settings_type()
         self.trace.clear()
 
     def recorded(self, name: str) -> torch.Tensor:

@@ -73,11 +73,3 @@ def _short(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"tensor{tuple(value.shape)}"
     return repr(value)
-
-
-def accumulate_grad(param: torch.Tensor, grad: torch.Tensor) -> None:
-    """Add ``grad`` to ``param.grad`` the way ``backward()`` does (creating it when absent)."""
-    if param.grad is None:
-        param.grad = grad.detach().clone()
-    else:
-        param.grad.add_(grad.detach())

@@ -11,15 +11,8 @@ from bioplaus.nets._registry import MODELS, register
 from bioplaus.nets.convnet import ConvNet
 from bioplaus.nets.mlp import MLP
 
-
-def available() -> list[str]:
-    """Names of the registered models."""
-    return MODELS.available()
-
-
-def describe() -> dict[str, str]:
-    """Model name → one-line description."""
-    return MODELS.describe()
+available = MODELS.available
+describe = MODELS.describe
 
 
 def get(name: str, spec: TaskSpec, **options: Any) -> nn.Module:

@@ -19,15 +19,8 @@ from bioplaus.rules.backprop import Backprop
 from bioplaus.rules.direct_feedback_alignment import DirectFeedbackAlignment
 from bioplaus.rules.feedback_alignment import FeedbackAlignment
 
-
-def available() -> list[str]:
-    """Names of the registered rules."""
-    return RULES.available()
-
-
-def describe() -> dict[str, str]:
-    """Rule name → one-line description."""
-    return RULES.describe()
+available = RULES.available
+describe = RULES.describe
 
 
 def get(name: str, **kwargs: Any) -> Rule:

@@ -87,7 +87,7 @@ class RunConfig:
         cfg.momentum = _number(values["momentum"], "momentum")
         cfg.weight_decay = _number(values["weight_decay"], "weight_decay")
         cfg.alignment_every = _integer(values["alignment_every"], "alignment_every", minimum=0)
-        cfg.device = _string(values["device"], "device")
+        cfg.device = _device(values["device"])
         cfg.task_options = _options(values["task_options"], TASKS, cfg.task, "task_options", RUNNER_TASK_OPTIONS)
         cfg.model_options = _options(values["model_options"], MODELS, cfg.model, "model_options", ())
         rule_options = _table(values["rule_options"], "rule_options")
@@ -154,6 +154,18 @@ def apply_overrides(raw: dict[str, Any], assignments: Sequence[str]) -> dict[str
 def _string(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key} expects a non-empty string, got {value!r}")
+    return value
+
+
+def _device(value: Any) -> str:
+    import torch
+
+    try:
+        device = torch.device(_string(value, "device"))
+    except RuntimeError:
+        raise ConfigError(f"device expects a torch device such as 'cpu' or 'cuda:0', got {value!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {value!r} was asked for, but this machine has no CUDA GPU; use device='cpu'")
     return value
 
 

@@ -8,15 +8,8 @@ from bioplaus.tasks._registry import TASKS, register
 from bioplaus.tasks.base import Task, check_finite
 from bioplaus.tasks.classification import ClassificationTask
 
-
-def available() -> list[str]:
-    """Names of the registered tasks."""
-    return TASKS.available()
-
-
-def describe() -> dict[str, str]:
-    """Task name → one-line description."""
-    return TASKS.describe()
+available = TASKS.available
+describe = TASKS.describe
 
 
 def get(name: str, **options: Any) -> Task:
