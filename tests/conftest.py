@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
-import pytest
-import torch
+# Under pytest-xdist every worker (and every notebook kernel it starts) gets one thread, so that
+# `pytest -n 2` on 2 cores does not run 4 compute threads on them.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
+os.environ.setdefault("BIOPLAUS_FAST", "1")
+
+import matplotlib  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 matplotlib.use("Agg")
-os.environ.setdefault("BIOPLAUS_FAST", "1")
 
 
 @pytest.fixture
@@ -19,10 +24,3 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
-
-
-def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Copy of every parameter's .grad, by name (zeros where none)."""
-    return {
-        n: (torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()) for n, p in model.named_parameters()
-    }

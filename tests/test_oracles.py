@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from bioplaus import rules
 from bioplaus.core import Context, TaskSpec, default_settings, weight_layers
 from bioplaus.nets import MLP, ConvNet
-from tests.conftest import grads
+
+
+def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copy of every parameter's .grad, by name (zeros where none)."""
+    return {
+        n: (torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()) for n, p in model.named_parameters()
+    }
 
 
 def _batch(spec: TaskSpec, n: int = 16, seed: int = 0):
