@@ -137,5 +137,7 @@ def test_batch_rule_is_not_online_and_online_rule_needs_step():
     class Online(Rule):
         online = True
 
+    assert Online().hparams() == {} and repr(Online()) == "Online()"
+
     with pytest.raises(NotImplementedError, match="learns online"):
         Online().update(None, Context())

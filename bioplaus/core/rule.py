@@ -61,8 +61,9 @@ class Rule:
 
     def hparams(self) -> dict[str, Any]:
         """The rule's hyperparameters (its ``__init__`` keyword arguments and their values)."""
-        params = inspect.signature(type(self).__init__).parameters
-        return {k: getattr(self, k, None) for k in params if k != "self"}
+        params = inspect.signature(type(self).__init__).parameters.values()
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return {p.name: getattr(self, p.name, None) for p in params if p.kind in kinds and p.name != "self"}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={_short(v)}" for k, v in self.hparams().items())

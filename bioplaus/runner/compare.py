@@ -19,7 +19,7 @@ from bioplaus import nets, rules, tasks
 from bioplaus.analysis import alignment
 from bioplaus.core import Rule, TaskSpec
 from bioplaus.errors import ConfigError, DivergedError
-from bioplaus.runner.config import RunConfig
+from bioplaus.runner.config import RunConfig, check_rule_options
 from bioplaus.runner.result import Comparison, environment
 from bioplaus.tasks import Task
 
@@ -238,11 +238,11 @@ def compare(
         raw |= {"task": task, "task_options": dict(task_options or {})}
     elif task_options:
         raise ConfigError("task_options apply to a task given by name; configure your Task object instead")
-    names = list(rules.values()) if isinstance(rules, Mapping) else list(rules)
-    named = [r for r in names if isinstance(r, str)]
-    raw |= {"rules": named or ["bp"], "rule_options": {k: dict(v) for k, v in (rule_options or {}).items()}}
     cfg = RunConfig.from_dict(raw)
+    entries = list(rules.values()) if isinstance(rules, Mapping) else list(rules)
+    cfg.rule_options = check_rule_options(rule_options or {}, [r for r in entries if isinstance(r, str)])
     plan = _rule_factories(rules, cfg.rule_options)
+    cfg.rules = [label for label, _ in plan]
 
     if isinstance(task, str):
         task_obj = tasks.get(cfg.task, batch_size=cfg.batch_size, device=cfg.device, **cfg.task_options)
@@ -262,7 +262,7 @@ def compare(
     config = cfg.to_dict() | {
         "task": cfg.task if isinstance(task, str) else repr(task_obj),
         "model": cfg.model if isinstance(model, str) else getattr(model, "__qualname__", repr(model)),
-        "rules": {label: repr(factory()) for label, factory in plan},
+        "rule_hparams": {label: repr(factory()) for label, factory in plan},
         "environment": environment(),
     }
     bar = tqdm(total=len(plan) * len(cfg.seeds) * cfg.epochs, disable=not progress, desc="compare", unit="epoch")

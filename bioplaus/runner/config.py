@@ -90,20 +90,22 @@ class RunConfig:
         cfg.device = _device(values["device"])
         cfg.task_options = _options(values["task_options"], TASKS, cfg.task, "task_options", RUNNER_TASK_OPTIONS)
         cfg.model_options = _options(values["model_options"], MODELS, cfg.model, "model_options", ())
-        rule_options = _table(values["rule_options"], "rule_options")
-        for name in rule_options:
-            if name not in cfg.rules:
-                raise ConfigError(
-                    f"rule_options.{name} is set but '{name}' is not among rules ({', '.join(cfg.rules)})"
-                )
-        cfg.rule_options = {
-            name: _options(opts, RULES, name, f"rule_options.{name}", ()) for name, opts in rule_options.items()
-        }
+        cfg.rule_options = check_rule_options(values["rule_options"], cfg.rules)
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (what ``config.json`` stores)."""
         return asdict(self)
+
+
+def check_rule_options(value: Any, rules: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Validate ``rule_options``: a table per rule name among ``rules``, holding that rule's options."""
+    table = _table(value, "rule_options")
+    for name in table:
+        if name not in rules:
+            listing = ", ".join(rules) or "none given by name"
+            raise ConfigError(f"rule_options.{name} is set but '{name}' is not among rules ({listing})")
+    return {name: _options(opts, RULES, name, f"rule_options.{name}", ()) for name, opts in table.items()}
 
 
 def load_toml(path: str) -> dict[str, Any]:
