@@ -10,7 +10,16 @@ import torch
 import torch.nn.functional as F
 
 import bioplaus
-from bioplaus.core import Context, Conv2d, Linear, Rule, default_settings, require_layers, weight_layers
+from bioplaus.core import (
+    Context,
+    Conv2d,
+    Linear,
+    Rule,
+    default_settings,
+    install_projections,
+    require_layers,
+    weight_layers,
+)
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets import MLP
 
@@ -141,3 +150,17 @@ def test_batch_rule_is_not_online_and_online_rule_needs_step():
 
     with pytest.raises(NotImplementedError, match="learns online"):
         Online().update(None, Context())
+
+
+def test_nonnegative_layers_are_projected_after_each_step():
+    torch.manual_seed(0)
+    model = MLP(6, (8,), 3)
+    model.layers.readout.nonnegative = True
+    opt = torch.optim.SGD(model.parameters(), lr=10.0)
+    install_projections(model, opt)
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(torch.randn(16, 6)), torch.randint(0, 3, (16,))).backward()
+        opt.step()
+        assert model.layers.readout.weight.min() >= 0  # projected, not reparametrised
+    assert model.layers.fc1.weight.min() < 0 and model.layers.readout.bias.min() < 0  # others stay free

@@ -8,6 +8,7 @@ from bioplaus.core.layers import (
     LayerSettings,
     Linear,
     default_settings,
+    install_projections,
     require_layers,
     weight_layers,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "Rule",
     "TaskSpec",
     "default_settings",
+    "install_projections",
     "require_layers",
     "weight_layers",
 ]

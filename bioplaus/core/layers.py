@@ -91,6 +91,17 @@ class Layer(nn.Module):
         self.trace: dict[str, torch.Tensor] = {}
         self.activation: str | None = None
         self._activation_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.nonnegative = False
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Apply the layer's weight constraint after an optimizer step (nonnegative: ``W ← max(W, 0)``).
+
+        A projection, not a reparametrisation: gradients are computed as usual and the optimizer
+        steps freely; :func:`install_projections` calls this after every step. Biases stay free.
+        """
+        if self.nonnegative:
+            self.weight.clamp_(min=0)
 
     def _set_activation(self, activation: str | None) -> None:
         self._activation_fn = resolve_activation(activation)
@@ -278,6 +289,16 @@ def require_layers(model: nn.Module, rule: str) -> list[tuple[str, Layer]]:
             "from bioplaus.core.Linear / Conv2d (bioplaus.nets does) instead of torch.nn.Linear / Conv2d"
         )
     return layers
+
+
+def install_projections(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Make ``optimizer.step()`` end with each layer's :meth:`Layer.project_` (e.g. nonnegative weights).
+
+    The runner calls this for every run; call it yourself in a hand-written training loop.
+    """
+    constrained = [layer for _, layer in weight_layers(model) if layer.nonnegative]
+    if constrained:
+        optimizer.register_step_post_hook(lambda *_: [layer.project_() for layer in constrained])
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from bioplaus import nets, rules, tasks
 from bioplaus.analysis import alignment
-from bioplaus.core import Rule, TaskSpec
+from bioplaus.core import Rule, TaskSpec, install_projections
 from bioplaus.errors import ConfigError, DivergedError
 from bioplaus.runner.config import RunConfig, check_rule_options
 from bioplaus.runner.result import Comparison, environment
@@ -98,6 +98,7 @@ def train_run(
     rule = make_rule()
     rule.attach(model)
     optimizer = build_optimizer(rule.param_groups(model), cfg)
+    install_projections(model, optimizer)
     generator = torch.Generator().manual_seed(seed)
     log = _RunLog(label, seed)
     optimizer.register_step_post_hook(log.count_step)
