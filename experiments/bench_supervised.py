@@ -12,29 +12,14 @@ ratio of each rule to BP and the fraction of the matmul peak a BP step reaches.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from benchlib import interleaved_medians, matmul_gflops
 
 import bioplaus
 from bioplaus.core import Context, TaskSpec
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """Best-of-``repeats`` float32 GFLOP/s of an n×n by n×n matrix product."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+from bioplaus.runner import RunConfig, build_optimizer
 
 
 def step_flops(widths: list[int], batch: int) -> float:
@@ -49,7 +34,7 @@ def make_step(rule_name: str, widths: list[int], batch: int, optimizer: str):
     model = bioplaus.nets.get("mlp", spec, hidden=widths[1:-1])
     rule = bioplaus.rules.get(rule_name)
     rule.attach(model)
-    opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(rule.param_groups(model), lr=1e-4)
+    opt = build_optimizer(rule.param_groups(model), RunConfig(optimizer=optimizer, lr=1e-4))
     x, y = torch.randn(batch, widths[0]), torch.randint(0, widths[-1], (batch,))
 
     def step() -> None:
@@ -76,17 +61,10 @@ def main() -> None:
     widths = [args.inputs, *args.hidden, args.outputs]
     peak = matmul_gflops()
     steps = {name: make_step(name, widths, args.batch, args.optimizer) for name in args.rules}
-    for fn in steps.values():  # warm-up
-        for _ in range(5):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.rounds):
-        for name, fn in steps.items():
-            times[name].append(_timed(lambda fn=fn: [fn() for _ in range(args.steps)]) / args.steps)
+    median = interleaved_medians(steps, args.rounds, args.steps)
     peak_after = matmul_gflops()
 
     flops = step_flops(widths, args.batch)
-    median = {name: statistics.median(t) for name, t in times.items()}
     ref = median.get("bp")
     print(
         f"MLP {'-'.join(map(str, widths))}, batch {args.batch}, optimizer {args.optimizer}, "

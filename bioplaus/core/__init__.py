@@ -7,6 +7,7 @@ from bioplaus.core.layers import (
     Layer,
     LayerSettings,
     Linear,
+    Local2d,
     default_settings,
     install_projections,
     require_layers,
@@ -14,7 +15,7 @@ from bioplaus.core.layers import (
 )
 from bioplaus.core.rule import Rule
 from bioplaus.core.spec import TaskSpec
-from bioplaus.core.weight_ops import Conv2dOp, FeedbackTransform, LinearOp
+from bioplaus.core.weight_ops import Conv2dOp, FeedbackTransform, LinearOp, Local2dOp
 
 __all__ = [
     "ACTIVATIONS",
@@ -26,6 +27,8 @@ __all__ = [
     "LayerSettings",
     "Linear",
     "LinearOp",
+    "Local2d",
+    "Local2dOp",
     "Rule",
     "TaskSpec",
     "default_settings",

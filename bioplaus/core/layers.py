@@ -25,11 +25,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bioplaus.core.weight_ops import Conv2dOp, FeedbackTransform, LinearOp
+from bioplaus.core.weight_ops import Conv2dOp, FeedbackTransform, LinearOp, Local2dOp
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.registry import did_you_mean
 
 Feedback = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+
+
+def alternating_relu(h: torch.Tensor) -> torch.Tensor:
+    r"""Alternating ReLU ("arelu"): odd features pass ``h ≥ 0``, even features pass ``h ≤ 0``.
+
+    Along the feature axis (axis 1: units of ``(B, N)``, channels of ``(B, C, H, W)``), with
+    ``s_i = +1`` for odd ``i`` and ``−1`` for even ``i``,
+
+    .. math::  f(h)_i = s_i\, \mathrm{relu}(s_i h_i) =
+        \begin{cases} h_i\, 1[h_i \ge 0] & i \text{ odd} \\ h_i\, 1[h_i \le 0] & i \text{ even} \end{cases}
+
+    It is the scalar (K = 1) analogue of the VNN's gates ``H(t_i h_i)`` with paired gating
+    vectors ``t_{2m+1} = −t_{2m}`` (Clark, Abbott & Chung, 2021; ``shared/research/gevb.md`` §3):
+    with ON/OFF weights a pair ``h_{2m+1} = −h_{2m}`` opens and closes together.
+
+    Args:
+        h: pre-activations with at least two axes, features on axis 1.
+    """
+    shape = [1] * h.dim()
+    shape[1] = h.shape[1]
+    sign = (torch.arange(h.shape[1], device=h.device) % 2 * 2 - 1).to(h.dtype).reshape(shape)
+    return sign * F.relu(sign * h)
+
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
     "identity": None,
@@ -38,6 +61,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
     "sigmoid": torch.sigmoid,
     "leaky_relu": F.leaky_relu,
     "softplus": F.softplus,
+    "arelu": alternating_relu,
 }
 
 
@@ -81,6 +105,8 @@ class Layer(nn.Module):
 
     recordable: ClassVar[frozenset[str]] = frozenset({"input", "pre", "output"})
     settings_type: ClassVar[type[LayerSettings]] = LayerSettings
+    in_axis: ClassVar[int] = 1
+    """The weight axis that indexes inputs (features or channels); axis 0 indexes outputs."""
 
     weight: nn.Parameter
     bias: nn.Parameter | None
@@ -92,6 +118,11 @@ class Layer(nn.Module):
         self.activation: str | None = None
         self._activation_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.nonnegative = False
+
+    @property
+    def fan_in(self) -> int:
+        """Number of weights feeding one output value: the product of the weight's axes from :attr:`in_axis` on."""
+        return math.prod(self.weight.shape[self.in_axis :])
 
     @torch.no_grad()
     def project_(self) -> None:
@@ -179,12 +210,12 @@ class Layer(nn.Module):
         return state
 
 
-def _fan_in_init(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-    """PyTorch's default init for linear and conv layers: U(−1/√fan_in, 1/√fan_in)."""
-    bound = 1.0 / math.sqrt(weight[0].numel())
-    nn.init.uniform_(weight, -bound, bound)
-    if bias is not None:
-        nn.init.uniform_(bias, -bound, bound)
+def _fan_in_init(layer: Layer) -> None:
+    """PyTorch's default init of linear and conv layers, U(−1/√fan_in, 1/√fan_in), with ``fan_in = layer.fan_in``."""
+    bound = 1.0 / math.sqrt(layer.fan_in)
+    nn.init.uniform_(layer.weight, -bound, bound)
+    if layer.bias is not None:
+        nn.init.uniform_(layer.bias, -bound, bound)
 
 
 class Linear(Layer):
@@ -204,7 +235,7 @@ class Linear(Layer):
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
         self._set_activation(activation)
-        _fan_in_init(self.weight, self.bias)
+        _fan_in_init(self)
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() == 0 or x.shape[-1] != self.in_features:
@@ -256,7 +287,7 @@ class Conv2d(Layer):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self._set_activation(activation)
-        _fan_in_init(self.weight, self.bias)
+        _fan_in_init(self)
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -269,6 +300,67 @@ class Conv2d(Layer):
         return (
             f"{self.in_channels} → {self.out_channels}, kernel_size={self.kernel_size}, stride={op.stride}, "
             f"padding={op.padding}, activation={self.activation}"
+        )
+
+
+class Local2d(Layer):
+    """Locally connected layer ``h = f(W ⋆ x + b)``: a convolution with a separate filter per output position.
+
+    ``W`` has shape ``(out_channels, out_h, out_w, in_channels, kh, kw)`` and the bias
+    ``(out_channels, out_h, out_w)`` (see :class:`~bioplaus.core.weight_ops.Local2dOp`). The weights
+    are tied to one input size. Default init U(−1/√fan_in, 1/√fan_in) with
+    ``fan_in = in_channels·kh·kw``, the inputs feeding one output value, as for :class:`Conv2d`.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        input_size: ``(height, width)`` of the inputs.
+        kernel_size: filter size.
+        stride: stride between neighbouring patches.
+        padding: zero padding on each side.
+        activation: name of the pointwise nonlinearity ``f`` (``None``: identity).
+        bias: whether to add a learned bias per output channel and position.
+    """
+
+    in_axis: ClassVar[int] = 3
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        input_size: tuple[int, int],
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        activation: str | None = None,
+        bias: bool = True,
+    ):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.op = Local2dOp(_pair(input_size), _pair(kernel_size), _pair(stride), _pair(padding))
+        out_size = self.op.output_size
+        if min(out_size) < 1:
+            raise ConfigError(
+                f"Local2d: a {self.op.kernel_size} kernel with padding {self.op.padding} does not fit "
+                f"inputs of size {self.op.input_size}"
+            )
+        self.weight = nn.Parameter(torch.empty(out_channels, *out_size, in_channels, *self.op.kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels, *out_size)) if bias else None
+        self._set_activation(activation)
+        _fan_in_init(self)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        h, w = self.op.input_size
+        if x.dim() != 4 or tuple(x.shape[1:]) != (self.in_channels, h, w):
+            raise ShapeError(
+                f"{self!r} expects inputs of shape (batch, {self.in_channels}, {h}, {w}), got {tuple(x.shape)}"
+            )
+
+    def extra_repr(self) -> str:
+        op = self.op
+        return (
+            f"{self.in_channels} → {self.out_channels}, input_size={op.input_size}, output_size={op.output_size}, "
+            f"kernel_size={op.kernel_size}, stride={op.stride}, padding={op.padding}, activation={self.activation}"
         )
 
 

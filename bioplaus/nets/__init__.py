@@ -8,6 +8,7 @@ from torch import nn
 
 from bioplaus.core.spec import TaskSpec
 from bioplaus.nets._registry import MODELS, register
+from bioplaus.nets.conventional import ConventionalNet
 from bioplaus.nets.convnet import ConvNet
 from bioplaus.nets.mlp import MLP
 
@@ -24,4 +25,4 @@ def get(name: str, spec: TaskSpec, **options: Any) -> nn.Module:
     return MODELS.build(name, spec, **options)
 
 
-__all__ = ["MLP", "ConvNet", "available", "describe", "get", "register"]
+__all__ = ["MLP", "ConvNet", "ConventionalNet", "available", "describe", "get", "register"]

@@ -18,6 +18,7 @@ from bioplaus.rules._registry import RULES, register
 from bioplaus.rules.backprop import Backprop
 from bioplaus.rules.direct_feedback_alignment import DirectFeedbackAlignment
 from bioplaus.rules.feedback_alignment import FeedbackAlignment
+from bioplaus.rules.gevb import GEVB, ScalarCreditBackprop
 
 available = RULES.available
 describe = RULES.describe
@@ -36,6 +37,8 @@ __all__ = [
     "Backprop",
     "DirectFeedbackAlignment",
     "FeedbackAlignment",
+    "GEVB",
+    "ScalarCreditBackprop",
     "Rule",
     "available",
     "describe",

@@ -27,9 +27,10 @@ class FeedbackAlignment(Backprop):
     where BP would use ``W_{ℓ+1}`` in place of ``B_{ℓ+1}``. ``B_ℓ`` has ``W_ℓ``'s shape (so the
     oracle "FA with B = W is BP" holds exactly; in the paper's (in × out) convention that is
     B = Wᵀ) and is drawn once, like PyTorch's default weight init scaled by ``scale``:
-    ``B ~ U(−s/√fan_in, s/√fan_in)``. The output layer's weight gradient is exact; the feedback
-    matrices live in :attr:`feedback` (by layer name) and can be replaced in place.
-    Works for every layer kind in :mod:`bioplaus.core` (linear and conv): the weight-transport
+    ``B ~ U(−s/√fan_in, s/√fan_in)`` (fan_in: the weights feeding one output value). The output
+    layer's weight gradient is exact; the feedback matrices live in :attr:`feedback` (by layer
+    name) and can be replaced in place. Works for every layer kind in :mod:`bioplaus.core`
+    (linear, conv, locally connected): the weight-transport
     swap is done by :class:`~bioplaus.core.FeedbackTransform`, so a step costs the same as BP.
 
     Args:
@@ -48,7 +49,7 @@ class FeedbackAlignment(Backprop):
         self.feedback = {}
         for name, layer in require_layers(model, self.name):
             weight = layer.weight
-            bound = self.scale / math.sqrt(weight[0].numel())
+            bound = self.scale / math.sqrt(layer.fan_in)
             matrix = torch.empty(weight.shape, dtype=weight.dtype).uniform_(-bound, bound, generator=generator)
             self.feedback[name] = matrix.to(weight.device)
             layer.configure(feedback=self.feedback[name])

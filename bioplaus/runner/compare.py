@@ -28,15 +28,23 @@ RuleFactory = Callable[[], Rule]
 
 
 def build_optimizer(param_groups: list[dict[str, Any]], cfg: RunConfig) -> torch.optim.Optimizer:
-    """The configured ``torch.optim`` optimizer over the rule's parameter groups."""
+    """The configured ``torch.optim`` optimizer over the rule's parameter groups.
+
+    Uses PyTorch's fused implementation where this torch version has one for the parameters'
+    device (several times faster than the per-tensor loop on a CPU; same update rule).
+    """
     lr, wd = cfg.lr, cfg.weight_decay
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=lr, momentum=cfg.momentum, weight_decay=wd)
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(param_groups, lr=lr, momentum=cfg.momentum, weight_decay=wd)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(param_groups, lr=lr, weight_decay=wd)
-    return torch.optim.Adam(param_groups, lr=lr, weight_decay=wd)
+    kind, kwargs = {
+        "sgd": (torch.optim.SGD, {"momentum": cfg.momentum}),
+        "adamw": (torch.optim.AdamW, {}),
+        "adam": (torch.optim.Adam, {}),
+    }[cfg.optimizer]
+    try:
+        return kind(param_groups, lr=lr, weight_decay=wd, fused=True, **kwargs)
+    except (RuntimeError, TypeError):  # no fused kernel for this torch version, device or dtype
+        return kind(param_groups, lr=lr, weight_decay=wd, **kwargs)
 
 
 @dataclass
@@ -183,6 +191,7 @@ def compare(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     alignment_every: int = 0,
+    reference: str = "bp",
     device: str = "cpu",
     task_options: Mapping[str, Any] | None = None,
     model_options: Mapping[str, Any] | None = None,
@@ -209,6 +218,7 @@ def compare(
         weight_decay: L2 weight decay.
         alignment_every: log the per-layer cosine between each rule's update and the BP gradient
             every this many updates (0: off).
+        reference: the rule the others are held against in reports and figures.
         device: torch device.
         task_options: options of the named task (``bioplaus tasks``).
         model_options: options of the named model (``bioplaus models``).
@@ -229,6 +239,7 @@ def compare(
         "momentum": momentum,
         "weight_decay": weight_decay,
         "alignment_every": alignment_every,
+        "reference": reference,
         "device": device,
     }
     if isinstance(model, str):
@@ -312,6 +323,7 @@ def run_config(cfg: RunConfig, out: str | Path | None = None, progress: bool = T
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         alignment_every=cfg.alignment_every,
+        reference=cfg.reference,
         device=cfg.device,
         task_options=cfg.task_options,
         model_options=cfg.model_options,

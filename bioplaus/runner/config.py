@@ -43,6 +43,7 @@ class RunConfig:
         momentum: SGD/RMSprop momentum.
         weight_decay: L2 weight decay of the optimizer.
         alignment_every: log per-layer cosine with the BP gradient every this many updates (0: never).
+        reference: the rule the others are held against in reports and figures (``bp``; ``scalar_bp`` in VNNs).
         device: torch device (``cpu``, ``cuda``).
         task_options: options of the task factory (e.g. ``n_train``, ``root``).
         model_options: options of the model factory (e.g. ``hidden``).
@@ -60,6 +61,7 @@ class RunConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     alignment_every: int = 0
+    reference: str = "bp"
     device: str = "cpu"
     task_options: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
@@ -87,6 +89,7 @@ class RunConfig:
         cfg.momentum = _number(values["momentum"], "momentum")
         cfg.weight_decay = _number(values["weight_decay"], "weight_decay")
         cfg.alignment_every = _integer(values["alignment_every"], "alignment_every", minimum=0)
+        cfg.reference = _string(values["reference"], "reference")
         cfg.device = _device(values["device"])
         cfg.task_options = _options(values["task_options"], TASKS, cfg.task, "task_options", RUNNER_TASK_OPTIONS)
         cfg.model_options = _options(values["model_options"], MODELS, cfg.model, "model_options", ())

@@ -15,7 +15,6 @@ import pandas as pd
 
 TABLE_COLUMNS = ["rule", "seed", "epoch", "step", "split", "metric", "value"]
 RUN_COLUMNS = ["rule", "seed", "status", "message", "steps", "seconds", "seconds_per_step"]
-REFERENCE = "bp"
 
 
 def environment() -> dict[str, Any]:
@@ -82,12 +81,17 @@ class Comparison:
         return cls(pd.DataFrame(rows, columns=TABLE_COLUMNS), pd.DataFrame(runs, columns=RUN_COLUMNS), config)
 
     @property
+    def reference(self) -> str:
+        """The rule drawn and reported as the reference (``bp`` unless the config names another)."""
+        return self.config.get("reference", "bp")
+
+    @property
     def rules(self) -> list[str]:
         """Rule labels in the order they ran."""
         return list(self.runs["rule"].drop_duplicates())
 
     def report(self, metrics: list[str] | None = None) -> str:
-        """A text table: mean ± sd per rule of the main metrics, time per update and its ratio to BP."""
+        """A text table: mean ± sd per rule of the main metrics, time per update and its ratio to the reference."""
         s = self.summary
         if metrics is None:
             metrics = [m for m in ("test/accuracy", "test/loss", "train/loss") if m in set(s["metric"])]
@@ -96,14 +100,15 @@ class Comparison:
         out = wide.reindex(columns=metrics).fillna("—")
         time_mean = s[s["metric"] == "seconds_per_step"].set_index("rule")["mean"].reindex(self.rules)
         out["ms/update"] = [f"{1e3 * t:.2f}" if np.isfinite(t) else "—" for t in time_mean]
-        if REFERENCE in time_mean.index and np.isfinite(time_mean[REFERENCE]):
-            out["× bp"] = [f"{t / time_mean[REFERENCE]:.2f}" if np.isfinite(t) else "—" for t in time_mean]
+        ref = self.reference
+        if ref in time_mean.index and np.isfinite(time_mean[ref]):
+            out[f"× {ref}"] = [f"{t / time_mean[ref]:.2f}" if np.isfinite(t) else "—" for t in time_mean]
         status = self.runs.groupby("rule", sort=False)["status"].agg(lambda x: f"{(x == 'done').sum()}/{len(x)} done")
         out["runs"] = status.reindex(self.rules)
         return out.to_string()
 
     def plot(self, metrics: list[str] | None = None):  # -> matplotlib.figure.Figure
-        """Learning curves (mean ± sd over seeds), BP drawn as a dashed black reference.
+        """Learning curves (mean ± sd over seeds), the reference rule (BP) drawn dashed black.
 
         Args:
             metrics: ``split/metric`` names; default: test accuracy, train loss and every logged
@@ -111,7 +116,7 @@ class Comparison:
         """
         from bioplaus.plotting import learning_curves
 
-        return learning_curves(self.table, self.rules, metrics, reference=REFERENCE)
+        return learning_curves(self.table, self.rules, metrics, reference=self.reference)
 
     def save(self, out: str | Path) -> Path:
         """Write ``config.json``, ``metrics.csv``, ``summary.csv``, ``runs.csv`` and ``figure.png`` into ``out``."""
