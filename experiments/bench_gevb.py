@@ -1,4 +1,5 @@
-"""GEVB step time against BP in the same VNN: autograd BP and bioplaus's exact scalar-credit BP.
+"""GEVB step time against BP in the same VNN: autograd BP, bioplaus's exact scalar-credit BP, and
+autograd BP through the official code's K-fold expanded first layer.
 
 One run: the machine's matmul peak, then interleaved timing of a full training step (forward,
 the rule's update, Adam step, nonnegativity projection) for each rule on the same FC-VNN and
@@ -14,11 +15,9 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from benchlib import interleaved_medians, matmul_gflops
+from benchlib import interleaved_medians, matmul_gflops, training_step
 
-import bioplaus
-from bioplaus.core import Context, TaskSpec, install_projections
-from bioplaus.runner import RunConfig, build_optimizer
+from bioplaus.core import TaskSpec
 
 
 def gevb_step_flops(n_in: int, hidden: list[int], k: int, batch: int) -> float:
@@ -30,20 +29,33 @@ def gevb_step_flops(n_in: int, hidden: list[int], k: int, batch: int) -> float:
     return float(forward + grads)
 
 
-def make_step(rule_name: str, hidden: list[int], k: int, batch: int):
+def official_layout_bp_step(hidden: list[int], k: int, batch: int):
+    """Autograd BP through the official code's layout (for reference only, not part of bioplaus):
+    the first layer multiplies a block-diagonal, K-fold expanded input ``(B, K, K·784)`` instead of
+    holding ``K × 784`` weights per unit, so it does K× the FLOPs; same Adam step and clamp."""
     torch.manual_seed(0)
-    model = bioplaus.nets.get("vnn", TaskSpec((1, 28, 28), k), hidden=hidden)
-    rule = bioplaus.rules.get(rule_name)
-    rule.attach(model)
-    opt = build_optimizer(rule.param_groups(model), RunConfig(optimizer="adam", lr=3e-4))
-    install_projections(model, opt)
-    x, y = torch.rand(batch, 1, 28, 28) * 2 - 1, torch.randint(0, k, (batch,))
+    widths = [784 * k, *hidden, 1]
+    weights = [torch.randn(b, a).mul_(a**-0.5).requires_grad_() for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    biases = [torch.zeros(k, b, requires_grad=True) for b in widths[1:]]
+    gates = [torch.randint(0, 2, (k, n)).float() * 2 - 1 for n in hidden]
+    opt = torch.optim.Adam([*weights, *biases], lr=3e-4, fused=True)
+    x, y = torch.rand(batch, 784) * 2 - 1, torch.randint(0, k, (batch,))
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        out = model(x)
-        rule.update(model, Context(loss=F.cross_entropy(out, y), output=out, target=y))
+        expanded = torch.zeros(batch, k, k * 784)
+        for c in range(k):
+            expanded[:, c, c * 784 : (c + 1) * 784] = x
+        h = expanded
+        for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+            h = h @ w.T + b
+            if i < len(gates):
+                h = h * ((h.detach() * gates[i]).sum(1, keepdim=True) >= 0)
+        F.cross_entropy(h[..., 0], y).backward()
         opt.step()
+        with torch.no_grad():
+            for w in weights[1:]:
+                w.clamp_(min=0)
 
     return step
 
@@ -59,7 +71,12 @@ def main() -> None:
 
     peak = matmul_gflops()
     labels = {"gevb": "gevb", "scalar_bp": "scalar_bp", "bp": "bp (autograd)"}
-    steps = {label: make_step(name, args.hidden, args.k, args.batch) for name, label in labels.items()}
+    spec = TaskSpec((1, 28, 28), args.k)
+    steps = {
+        label: training_step("vnn", spec, name, "adam", 3e-4, args.batch, hidden=args.hidden)
+        for name, label in labels.items()
+    }
+    steps["bp (official layout)"] = official_layout_bp_step(args.hidden, args.k, args.batch)
     median = interleaved_medians(steps, args.rounds, args.steps, warmup=2)
     peak = max(peak, matmul_gflops())
     flops = gevb_step_flops(784, args.hidden, args.k, args.batch)
@@ -67,9 +84,9 @@ def main() -> None:
         f"FC-VNN 784-{'-'.join(map(str, args.hidden))}-1, K={args.k}, batch {args.batch}, Adam + projection, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul peak {peak:.1f} GFLOP/s"
     )
-    print(f"{'rule':15s} {'ms/step':>9s} {'gevb ÷ rule':>12s}")
+    print(f"{'rule':22s} {'ms/step':>9s} {'gevb ÷ rule':>12s}")
     for label, t in median.items():
-        print(f"{label:15s} {1e3 * t:9.2f} {median['gevb'] / t:12.3f}")
+        print(f"{label:22s} {1e3 * t:9.2f} {median['gevb'] / t:12.3f}")
     rate = flops / median["gevb"] / 1e9
     print(
         f"GEVB step: {flops / 1e9:.2f} GFLOP in {1e3 * median['gevb']:.1f} ms = {rate:.1f} GFLOP/s "

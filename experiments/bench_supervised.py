@@ -14,36 +14,15 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
-from benchlib import interleaved_medians, matmul_gflops
+from benchlib import interleaved_medians, matmul_gflops, training_step
 
-import bioplaus
-from bioplaus.core import Context, TaskSpec
-from bioplaus.runner import RunConfig, build_optimizer
+from bioplaus.core import TaskSpec
 
 
 def step_flops(widths: list[int], batch: int) -> float:
     """FLOPs of one BP step: forward, weight gradients, and input gradients of all but the first layer."""
     macs = [a * b for a, b in zip(widths[:-1], widths[1:], strict=True)]
     return 2.0 * batch * (2 * sum(macs) + sum(macs[1:]))
-
-
-def make_step(rule_name: str, widths: list[int], batch: int, optimizer: str):
-    torch.manual_seed(0)
-    spec = TaskSpec((widths[0],), widths[-1])
-    model = bioplaus.nets.get("mlp", spec, hidden=widths[1:-1])
-    rule = bioplaus.rules.get(rule_name)
-    rule.attach(model)
-    opt = build_optimizer(rule.param_groups(model), RunConfig(optimizer=optimizer, lr=1e-4))
-    x, y = torch.randn(batch, widths[0]), torch.randint(0, widths[-1], (batch,))
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        out = model(x)
-        rule.update(model, Context(loss=F.cross_entropy(out, y), output=out, target=y))
-        opt.step()
-
-    return step
 
 
 def main() -> None:
@@ -60,7 +39,11 @@ def main() -> None:
 
     widths = [args.inputs, *args.hidden, args.outputs]
     peak = matmul_gflops()
-    steps = {name: make_step(name, widths, args.batch, args.optimizer) for name in args.rules}
+    spec = TaskSpec((widths[0],), widths[-1])
+    steps = {
+        name: training_step("mlp", spec, name, args.optimizer, 1e-4, args.batch, hidden=widths[1:-1])
+        for name in args.rules
+    }
     median = interleaved_medians(steps, args.rounds, args.steps)
     peak_after = matmul_gflops()
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import bioplaus
 from bioplaus.core import Context, TaskSpec, install_projections
+from bioplaus.nets.gevb_architectures import Architecture, Stage
 from bioplaus.nets.vnn import VNN, VectorLayer, build_vnn, vec_conv, vec_linear
 
 MNIST_LIKE = TaskSpec((1, 12, 12), 10)
@@ -20,12 +21,12 @@ def _layers(model: VNN) -> list[VectorLayer]:
 
 
 def _fc(widths, k=10, n_in=20, nonnegative=True, init="auto") -> VNN:
-    return build_vnn(TaskSpec((n_in,), k), [], widths, nonnegative, init)
+    return build_vnn(TaskSpec((n_in,), k), "fc", Architecture((), tuple(widths)), nonnegative, init)
 
 
 def _conv(kind: str = "conv", nonnegative=True) -> VNN:
-    features = [(kind, 4, 3, 1, 1), ("pool",), (kind, 6, 3, 2, 1), ("pool",)]
-    return build_vnn(MNIST_LIKE, features, (8,), nonnegative, "auto")
+    stages = (Stage(4, 3, 1, 1), Stage(6, 3, 2, 1))
+    return build_vnn(MNIST_LIKE, kind, Architecture(stages, (8,)), nonnegative, "auto")
 
 
 def _rule_grads(model, rule_name, x, y):
@@ -261,3 +262,25 @@ def test_registered_architectures_have_the_paper_shapes():
     assert shapes == [(10, 32, 28, 28, 1, 3, 3), (32, 14, 14, 32, 3, 3), (1024, 1568), (1, 1024)]
     cifar = bioplaus.nets.get("vnn", TaskSpec((3, 32, 32), 10))
     assert [tuple(layer.weight.shape)[-1] for layer in _layers(cifar)] == [3072, 1024, 512, 512]
+
+
+@pytest.mark.parametrize("kind", ["conv", "lc"])
+def test_feedback_alignment_with_b_equal_w_is_bp_in_vnns(kind, float64):
+    """The vector ops' input/weight VJPs (used by FA on VNNs) are exact: FA with B = W equals autograd."""
+    torch.manual_seed(0)
+    model = _conv(kind)
+    x, y = torch.randn(5, *MNIST_LIKE.input_shape), torch.randint(0, 10, (5,))
+    expected = _autograd(model, x, y)
+    fa = bioplaus.rules.get("fa")
+    fa.attach(model)
+    for name, layer in bioplaus.core.weight_layers(model):
+        fa.feedback[name].copy_(layer.weight.detach())
+    model.zero_grad(set_to_none=True)
+    fa.update(model, Context(loss=F.cross_entropy(model(x), y)))
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_conv_vnn_rejects_flat_inputs():
+    with pytest.raises(bioplaus.errors.ShapeError, match="needs image inputs"):
+        _conv()(torch.randn(2, 144))

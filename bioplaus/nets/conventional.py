@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -34,42 +33,8 @@ from torch import nn
 from bioplaus.core import Conv2d, Linear, Local2d, Local2dOp, TaskSpec, weight_layers
 from bioplaus.errors import ConfigError
 from bioplaus.nets._registry import register
+from bioplaus.nets.gevb_architectures import ARCHITECTURES, Stage, select_arch
 from bioplaus.nets.init import he_init_, onoff_init_
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One conv or LC layer ``(out_channels, kernel_size, stride, padding)``, optionally followed by a 2×2 pool."""
-
-    out_channels: int
-    kernel_size: int
-    stride: int
-    padding: int
-    pool: bool = True
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Conv/LC stages, then the widths of the fully connected hidden layers."""
-
-    stages: tuple[Stage, ...]
-    hidden: tuple[int, ...]
-
-
-ARCHITECTURES: dict[str, dict[str, Architecture]] = {
-    "fc": {"mnist": Architecture((), (1024, 512)), "cifar": Architecture((), (1024, 512, 512))},
-    "conv": {
-        "mnist": Architecture((Stage(64, 3, 1, 1), Stage(32, 3, 1, 1)), (1024,)),
-        "cifar": Architecture((Stage(128, 5, 1, 2), Stage(64, 5, 1, 2), Stage(64, 2, 2, 0, pool=False)), (1024,)),
-    },
-    "lc": {
-        "mnist": Architecture((Stage(32, 3, 1, 1), Stage(32, 3, 1, 1)), (1024,)),
-        "cifar": Architecture((Stage(64, 5, 1, 2), Stage(32, 5, 1, 2), Stage(32, 2, 2, 0, pool=False)), (512,)),
-    },
-}
-"""The paper's architectures by layer kind (``fc``, ``conv``, ``lc``) and data set (``mnist``, ``cifar``)."""
-
-_ARCH_BY_INPUT = {(1, 28, 28): "mnist", (3, 32, 32): "cifar"}
 
 
 class ChannelsLastFlatten(nn.Module):
@@ -117,8 +82,7 @@ class ConventionalNet(nn.Sequential):
         _check_choice("kind", kind, ARCHITECTURES)
         _check_choice("arch", arch, ("auto", "mnist", "cifar"))
         _check_choice("init", init, ("auto", "he", "onoff"))
-        if arch == "auto":
-            arch = _ARCH_BY_INPUT.get(tuple(input_shape), "mnist")
+        arch = select_arch(input_shape, arch)
         architecture = ARCHITECTURES[kind][arch]
         modules, features = _stages(input_shape, kind, architecture.stages, activation)
         modules["flatten"] = ChannelsLastFlatten()

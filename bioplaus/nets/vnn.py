@@ -32,6 +32,7 @@ from torch import nn
 from bioplaus.core import Conv2dOp, Layer, LinearOp, Local2dOp, TaskSpec
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets._registry import register
+from bioplaus.nets.gevb_architectures import ARCHITECTURES, Architecture, select_arch
 from bioplaus.nets.init import he_init_, onoff_init_
 
 
@@ -288,75 +289,64 @@ class VNN(nn.Module):
             layer.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2 and isinstance(self.layers[0].op.inner, Conv2dOp):
-            raise ShapeError(f"this conv VNN needs image inputs (batch, C, H, W), got {tuple(x.shape)}")
-        first = self.layers[0]
-        if isinstance(first.op.inner, LinearOp):
+        if isinstance(self.layers[0].op.inner, LinearOp):
             x = x.flatten(1)
+        elif x.dim() != 4:
+            raise ShapeError(f"this convolutional VNN needs image inputs (batch, C, H, W), got {tuple(x.shape)}")
         return self.layers(x)[..., 0]
 
 
-ARCHITECTURES: dict[str, dict[str, Any]] = {
-    # (kind, channels, kernel, stride, padding) per feature layer, then FC widths (gevb.md §1.8)
-    "mnist": {
-        "conv": [("conv", 64, 3, 1, 1), ("pool",), ("conv", 32, 3, 1, 1), ("pool",)],
-        "lc": [("lc", 32, 3, 1, 1), ("pool",), ("lc", 32, 3, 1, 1), ("pool",)],
-        "fc": (1024, 512),
-        "conv_fc": (1024,),
-        "lc_fc": (1024,),
-    },
-    "cifar": {
-        "conv": [("conv", 128, 5, 1, 2), ("pool",), ("conv", 64, 5, 1, 2), ("pool",), ("conv", 64, 2, 2, 0)],
-        "lc": [("lc", 64, 5, 1, 2), ("pool",), ("lc", 32, 5, 1, 2), ("pool",), ("lc", 32, 2, 2, 0)],
-        "fc": (1024, 512, 512),
-        "conv_fc": (1024,),
-        "lc_fc": (256,),
-    },
-}
+VEC_HIDDEN = {("lc", "cifar"): (256,)}
+"""Where the vectorized net's FC widths differ from the conventional one's (the CIFAR LC readout)."""
 
 
-def _arch(spec: TaskSpec, arch: str) -> str:
-    if arch == "auto":
-        return "cifar" if len(spec.input_shape) == 3 and spec.input_shape[0] == 3 else "mnist"
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"arch must be 'auto', 'mnist' or 'cifar', got {arch!r}")
-    return arch
+def build_vnn(spec: TaskSpec, kind: str, architecture: Architecture, nonnegative: bool, init: str) -> VNN:
+    """Assemble a VNN: conv or LC stages (each gated, optionally pooled) on images, then gated FC
+    layers and the one-unit readout.
 
-
-def build_vnn(spec: TaskSpec, features: Sequence[tuple], hidden: Sequence[int], nonnegative: bool, init: str) -> VNN:
-    """Assemble a VNN: feature layers (conv/LC/pool) on images, then gated FC layers and the readout."""
+    Args:
+        spec: the task's input shape and number of classes K.
+        kind: ``"fc"``, ``"conv"`` or ``"lc"`` (the kind of the stages).
+        architecture: stages and FC widths (see :mod:`bioplaus.nets.gevb_architectures`).
+        nonnegative: constrain every weight past the first layer to be ≥ 0.
+        init: ``"onoff"``, ``"he"`` or ``"auto"``.
+    """
     k = spec.n_out
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     shape = tuple(spec.input_shape)
-    counts: dict[str, int] = {}
-
-    def name(kind: str) -> str:
-        counts[kind] = counts.get(kind, 0) + 1
-        return f"{kind}{counts[kind]}"
-
-    for spec_ in features:
-        if len(shape) != 3:
-            raise ConfigError(f"convolutional VNNs need image inputs (C, H, W), got input shape {spec.input_shape}")
+    if architecture.stages and len(shape) != 3:
+        raise ConfigError(f"vnn_{kind} needs image inputs (channels, height, width), got input shape {shape}")
+    for i, stage in enumerate(architecture.stages, start=1):
         c, h, w = shape
-        if spec_[0] == "pool":
-            layers[name("pool")] = VecAvgPool2d(2)
-            shape = (c, h // 2, w // 2)
-            continue
-        kind, c_out, kernel, stride, padding = spec_
-        first = not layers
+        args = (c, stage.out_channels, stage.kernel_size, stage.stride, stage.padding, k)
         if kind == "conv":
-            layers[name("conv")] = vec_conv(c, c_out, kernel, stride, padding, k, first=first)
+            layer = vec_conv(*args, first=not layers)
         else:
-            layers[name("lc")] = vec_local(c, c_out, (h, w), kernel, stride, padding, k, first=first)
-        shape = (c_out, (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1)
-    if features:
+            layer = vec_local(c, stage.out_channels, (h, w), *args[2:], first=not layers)
+        out = [(n + 2 * stage.padding - stage.kernel_size) // stage.stride + 1 for n in (h, w)]
+        if min(out) < (2 if stage.pool else 1):
+            raise ConfigError(f"vnn_{kind}: inputs of shape {spec.input_shape} are too small for stage {i}")
+        layers[f"{kind}{i}"] = layer
+        shape = (stage.out_channels, *out)
+        if stage.pool:
+            layers[f"pool{i}"] = VecAvgPool2d(2)
+            shape = (shape[0], shape[1] // 2, shape[2] // 2)
+    if architecture.stages:
         layers["flatten"] = VecFlatten()
     width = math.prod(shape)
-    for n in hidden:
-        layers[name("fc")] = vec_linear(width, n, k, first=not layers)
+    for i, n in enumerate(architecture.hidden, start=1):
+        layers[f"fc{i}"] = vec_linear(width, n, k, first=not layers)
         width = n
     layers["readout"] = vec_linear(width, 1, k, gated=False)
     return VNN(layers, nonnegative, init)
+
+
+def _architecture(spec: TaskSpec, kind: str, arch: str) -> Architecture:
+    if arch not in ("auto", "mnist", "cifar"):
+        raise ConfigError(f"arch must be 'auto', 'mnist' or 'cifar', got {arch!r}")
+    column = select_arch(spec.input_shape, arch)
+    table = ARCHITECTURES[kind][column]
+    return Architecture(table.stages, VEC_HIDDEN.get((kind, column), table.hidden))
 
 
 @register("vnn")
@@ -368,19 +358,19 @@ def vnn(
     init: str = "auto",
 ) -> VNN:
     """Fully connected vectorized nonnegative net (GEVB paper; MNIST 784-1024-512-1, CIFAR 3072-1024-512-512-1)."""
-    widths = ARCHITECTURES[_arch(spec, arch)]["fc"] if hidden is None else hidden
-    return build_vnn(spec, [], widths, nonnegative, init)
+    architecture = _architecture(spec, "fc", arch)
+    if hidden is not None:
+        architecture = Architecture((), tuple(hidden))
+    return build_vnn(spec, "fc", architecture, nonnegative, init)
 
 
 @register("vnn_conv")
 def vnn_conv(spec: TaskSpec, arch: str = "auto", nonnegative: bool = True, init: str = "auto") -> VNN:
     """Convolutional vectorized nonnegative net of the GEVB paper (conv-pool blocks, then FC 1024)."""
-    table = ARCHITECTURES[_arch(spec, arch)]
-    return build_vnn(spec, table["conv"], table["conv_fc"], nonnegative, init)
+    return build_vnn(spec, "conv", _architecture(spec, "conv", arch), nonnegative, init)
 
 
 @register("vnn_lc")
 def vnn_lc(spec: TaskSpec, arch: str = "auto", nonnegative: bool = True, init: str = "auto") -> VNN:
     """Locally connected vectorized nonnegative net of the GEVB paper (LC-pool blocks, then FC)."""
-    table = ARCHITECTURES[_arch(spec, arch)]
-    return build_vnn(spec, table["lc"], table["lc_fc"], nonnegative, init)
+    return build_vnn(spec, "lc", _architecture(spec, "lc", arch), nonnegative, init)
