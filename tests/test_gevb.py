@@ -269,8 +269,9 @@ def test_feedback_alignment_with_b_equal_w_is_bp_in_vnns(kind, float64):
     """The vector ops' input/weight VJPs (used by FA on VNNs) are exact: FA with B = W equals autograd."""
     torch.manual_seed(0)
     model = _conv(kind)
-    x, y = torch.randn(5, *MNIST_LIKE.input_shape), torch.randint(0, 10, (5,))
+    x, y = torch.randn(5, *MNIST_LIKE.input_shape, requires_grad=True), torch.randint(0, 10, (5,))
     expected = _autograd(model, x, y)
+    expected_x, x.grad = x.grad.clone(), None
     fa = bioplaus.rules.get("fa")
     fa.attach(model)
     for name, layer in bioplaus.core.weight_layers(model):
@@ -279,6 +280,7 @@ def test_feedback_alignment_with_b_equal_w_is_bp_in_vnns(kind, float64):
     fa.update(model, Context(loss=F.cross_entropy(model(x), y)))
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, expected[name], rtol=1e-9, atol=1e-12, msg=name)
+    torch.testing.assert_close(x.grad, expected_x)  # the first layer's input VJP, too
 
 
 def test_conv_vnn_rejects_flat_inputs():
