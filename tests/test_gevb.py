@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import bioplaus
 from bioplaus.core import Context, TaskSpec, install_projections
 from bioplaus.nets.gevb_architectures import Architecture, Stage
-from bioplaus.nets.vnn import VNN, VectorLayer, build_vnn, vec_conv, vec_linear
+from bioplaus.nets.vnn import VNN, VectorLayer, avg_pool, build_vnn, k_dot, vec_conv, vec_linear, vec_local
 
 MNIST_LIKE = TaskSpec((1, 12, 12), 10)
 
@@ -79,6 +79,47 @@ def test_gate_is_paired_vector_relu(float64):
     torch.testing.assert_close(r, h * active.unsqueeze(1))
     tie = torch.zeros(1, 4, 6)
     assert layer.gate(tie).all()  # ties count as active
+
+
+@pytest.mark.parametrize("shape, size", [((2, 3, 4, 8, 6), 2), ((2, 3, 7, 9), 2), ((1, 2, 9, 9), 3), ((1, 2, 3, 3), 1)])
+def test_avg_pool_equals_torch_avg_pool(shape, size, float64):
+    x = torch.randn(*shape, requires_grad=True)
+    expected = F.avg_pool2d(x.reshape(-1, *shape[-3:]), size).reshape(*shape[:-2], shape[-2] // size, -1)
+    torch.testing.assert_close(avg_pool(x, size), expected)
+    assert torch.autograd.gradcheck(lambda v: avg_pool(v, size), (x,))
+
+
+def test_k_dot_contracts_the_vector_axis(float64):
+    x = torch.randn(3, 4, 5, 6, 7)
+    t = torch.randn(1, 4, 5, 1, 1)
+    e = torch.randn(3, 4, 1, 1, 1)
+    torch.testing.assert_close(k_dot(x, t), (x * t).sum(1))
+    torch.testing.assert_close(k_dot(x, e), (x * e).sum(1))
+
+
+@pytest.mark.parametrize(
+    "make, x_shape",
+    [
+        (lambda: vec_conv(2, 4, 3, 2, 1, 3, first=True), (5, 2, 7, 7)),
+        (lambda: vec_linear(6, 4, 3, first=True), (5, 6)),
+        (lambda: vec_local(2, 4, (6, 6), 3, 1, 1, 3, first=True), (5, 2, 6, 6)),
+    ],
+    ids=["conv", "linear", "local"],
+)
+def test_broadcast_weight_vjp_equals_the_weight_vjp_of_the_k_maps(make, x_shape, float64):
+    """The first layer's ``Σ_b e_bk ∂_W(c_b · op(x_b))`` (per-example route for convolutions)
+    equals the weight VJP of the formed output gradient ``e ⊗ c``."""
+    torch.manual_seed(0)
+    layer = make()
+    x = torch.randn(*x_shape)
+    pre = layer.op.forward(x, layer.weight, layer.bias)
+    credit = torch.rand(pre.shape[0], *pre.shape[2:])
+    error = torch.randn(pre.shape[0], pre.shape[1])
+    grad_out = error.reshape(*error.shape, *([1] * (credit.dim() - 1))) * credit.unsqueeze(1)
+    expected = layer.op.weight_vjp(grad_out, x, layer.weight.shape)
+    torch.testing.assert_close(layer.op.broadcast_weight_vjp(credit, error, x, layer.weight.shape), expected)
+    (autograd,) = torch.autograd.grad((pre * grad_out).sum(), layer.weight)
+    torch.testing.assert_close(expected, autograd)
 
 
 @pytest.mark.parametrize(

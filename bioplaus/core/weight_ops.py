@@ -56,6 +56,14 @@ class Conv2dOp:
     def bias_vjp(self, grad_out: torch.Tensor) -> torch.Tensor:
         return grad_out.sum((0, 2, 3))
 
+    def per_example_weight_vjp(self, grad_out: torch.Tensor, x: torch.Tensor, weight_shape: torch.Size) -> torch.Tensor:
+        """Each example's weight gradient, ``(batch, *weight_shape)``: the patches of ``x`` (im2col)
+        times ``grad_out``, one batched product (``groups = 1``)."""
+        if self.groups != 1:
+            raise NotImplementedError("per-example weight gradients of grouped convolutions")
+        patches = F.unfold(x, weight_shape[-2:], self.dilation, self.padding, self.stride)  # (B, C·kh·kw, L)
+        return torch.bmm(grad_out.flatten(2), patches.transpose(1, 2)).reshape(x.shape[0], *weight_shape)
+
 
 @dataclass(frozen=True)
 class Local2dOp:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bioplaus.core import Conv2dOp, Layer, LinearOp, Local2dOp, TaskSpec
@@ -49,6 +48,33 @@ def _unfold(x: torch.Tensor, k: int) -> torch.Tensor:
 def _bias_view(bias: torch.Tensor, spatial: int) -> torch.Tensor:
     """A ``(K, C)`` bias broadcast over ``spatial`` trailing axes."""
     return bias.reshape(*bias.shape, *([1] * spatial))
+
+
+def k_dot(x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """``Σ_k c_{·,k} x_{·,k}``: contract the K axis (axis 1) of ``x`` with broadcastable coefficients.
+
+    ``coefficients`` has the K axis at position 1 too, e.g. the gating vectors ``t`` viewed as
+    ``(1, K, C, 1, 1)`` or the output error ``e`` as ``(B, K, 1)``. Accumulates K slices in place
+    instead of materialising the K-times larger product ``c ⊙ x`` (3–6× faster on a CPU for the
+    conv layers' ``(B, K, C, H, W)`` maps).
+    """
+    total = x[:, 0] * coefficients[:, 0]
+    for k in range(1, x.shape[1]):
+        total.addcmul_(x[:, k], coefficients[:, k])
+    return total
+
+
+def avg_pool(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Non-overlapping ``size × size`` mean over the last two axes (remainders dropped), as
+    ``F.avg_pool2d(x, size)``, computed from ``size²`` strided slices: 3× faster than
+    ``F.avg_pool2d`` on a CPU for the ``(B·K, C, H, W)`` maps of vectorized conv nets."""
+    height, width = (x.shape[-2] // size) * size, (x.shape[-1] // size) * size
+    weight = 1.0 / size**2
+    slices = [x[..., i:height:size, j:width:size] for i in range(size) for j in range(size)]
+    total = slices[0] * weight
+    for piece in slices[1:]:
+        total.add_(piece, alpha=weight)
+    return total
 
 
 @dataclass(frozen=True)
@@ -85,8 +111,9 @@ class InputOp:
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         out = self.inner.forward(x, self._merged(weight), None)
-        out = out.reshape(out.shape[0], self.k, -1, *out.shape[2:])
-        return out if bias is None else out + _bias_view(bias, out.dim() - 3)
+        if bias is not None:  # in place on the fresh (B, K·C, ...) maps: saves one K-fold allocation
+            out.add_(bias.reshape(-1, *([1] * (out.dim() - 2))))
+        return out.reshape(out.shape[0], self.k, -1, *out.shape[2:])
 
     def input_vjp(self, grad_out: torch.Tensor, weight: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
         merged = grad_out.reshape(grad_out.shape[0], -1, *grad_out.shape[3:])
@@ -99,6 +126,24 @@ class InputOp:
 
     def bias_vjp(self, grad_out: torch.Tensor) -> torch.Tensor:
         return grad_out.sum(dim=[0, *range(3, grad_out.dim())])
+
+    def broadcast_weight_vjp(
+        self, credit: torch.Tensor, error: torch.Tensor, x: torch.Tensor, weight_shape: torch.Size
+    ) -> torch.Tensor:
+        """The weight gradient for the output gradient ``g_{b,k,i} = e_{b,k} c_{b,i}`` (a scalar
+        credit per unit broadcast along the error vector), ``∂L/∂W_k = Σ_b e_{b,k} ∂_W(c_b · op(x_b))``.
+
+        Ops that share weights across positions (convolutions) take each example's weight
+        gradient of ``c_b`` once and contract it with ``e``: ``K×`` fewer FLOPs than the weight
+        gradient of the ``K·C`` output maps, which are never formed. Other ops form ``g``.
+        """
+        per_example = getattr(self.inner, "per_example_weight_vjp", None)
+        if per_example is not None:
+            per_unit = per_example(credit, x, weight_shape[1:])  # (B, C, ...)
+            return (error.T @ per_unit.flatten(1)).reshape(weight_shape)
+        spatial = credit.dim() - 2
+        grad_out = error.reshape(*error.shape, *([1] * (spatial + 1))) * credit.unsqueeze(1)
+        return self.weight_vjp(grad_out, x, weight_shape)
 
 
 def paired_gating_vectors(k: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -123,6 +168,8 @@ class VectorLayer(Layer):
     with ``c = δ`` (exact scalar credit) for BP and ``c = G`` (the gate) for GEVB.
     """
 
+    recordable = Layer.recordable | {"gate"}
+
     def __init__(
         self, op: SharedOp | InputOp, weight_shape: Sequence[int], bias_channels: int, gated: bool, in_axis: int = 1
     ):
@@ -141,12 +188,16 @@ class VectorLayer(Layer):
 
     def gate(self, pre: torch.Tensor) -> torch.Tensor:
         """``G = H(t·h)`` per unit (and position): shape ``pre`` without the K axis; ties are active."""
-        t = _bias_view(self.t, pre.dim() - 3)
-        return ((pre.detach() * t).sum(1) >= 0).to(pre.dtype)
+        t = _bias_view(self.t, pre.dim() - 3).unsqueeze(0)
+        return (k_dot(pre.detach(), t) >= 0).to(pre.dtype)
 
     def apply_gate(self, pre: torch.Tensor) -> torch.Tensor:
-        """``r = G h``: all K components of a unit pass or are zeroed together."""
-        return pre * self.gate(pre).unsqueeze(1)
+        """``r = G h``: all K components of a unit pass or are zeroed together (``G`` is recorded
+        as ``"gate"`` when a rule asks for it)."""
+        gate = self.gate(pre)
+        if "gate" in self.settings.record:
+            self.trace["gate"] = gate
+        return pre * gate.unsqueeze(1)
 
     def check_input(self, x: torch.Tensor) -> None:
         want = 2 if self.first else 3
@@ -166,14 +217,12 @@ class VectorLayer(Layer):
             credit: ``(batch, units)`` or ``(batch, channels, height, width)`` scalar credit.
             error: ``(batch, K)`` output error ``∂L/∂logits`` (carries the 1/batch of a mean loss).
         """
-        spatial = credit.dim() - 2
-        e = error.reshape(*error.shape, *([1] * (spatial + 1)))
         if self.first:
-            grad_out = e * credit.unsqueeze(1)  # (B, K, units, ...): the per-component output gradient
-            grad_w = self.op.weight_vjp(grad_out, x, self.weight.shape)
+            grad_w = self.op.broadcast_weight_vjp(credit, error, x, self.weight.shape)
         else:
-            projected = (x * error.reshape(*error.shape, *([1] * (x.dim() - 2)))).sum(1)  # e · r_j per unit
+            projected = k_dot(x, error.reshape(*error.shape, *([1] * (x.dim() - 2))))  # e · r_j per unit
             grad_w = self.op.inner.weight_vjp(credit, projected, self.weight.shape)
+        spatial = credit.dim() - 2
         grad_b = torch.einsum("bk,bc...->kc", error, credit) if spatial else error.T @ credit
         return grad_w, grad_b
 
@@ -227,10 +276,10 @@ class VecAvgPool2d(nn.Module):
         self.size = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _unfold(F.avg_pool2d(_fold(x), self.size), x.shape[1])
+        return avg_pool(x, self.size)
 
     def credit_forward(self, s: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(s, self.size)
+        return avg_pool(s, self.size)
 
 
 class VecFlatten(nn.Module):

@@ -53,7 +53,7 @@ class ScalarCreditRule(Rule):
                 f"not {type(model).__name__}"
             )
         for layer in self.weight_layers(model):
-            layer.configure(record={"input", "pre"}, detach_input=True)
+            layer.configure(record={"input", "gate"}, detach_input=True)
 
     @staticmethod
     def weight_layers(model: VNN) -> list[VectorLayer]:
@@ -82,10 +82,9 @@ class GEVB(ScalarCreditRule):
     """
 
     def credits(self, model: VNN) -> list[torch.Tensor]:
-        layers = self.weight_layers(model)
-        gates = [layer.gate(layer.recorded("pre")) for layer in layers[:-1]]
-        readout = layers[-1].recorded("pre")
-        return [*gates, torch.ones(readout.shape[0], *readout.shape[2:], dtype=readout.dtype, device=readout.device)]
+        *hidden, readout = self.weight_layers(model)
+        x = readout.recorded("input")
+        return [*(layer.recorded("gate") for layer in hidden), x.new_ones(x.shape[0], readout.weight.shape[0])]
 
 
 @register("scalar_bp")
@@ -98,18 +97,16 @@ class ScalarCreditBackprop(ScalarCreditRule):
     """
 
     def credits(self, model: VNN) -> list[torch.Tensor]:
-        modules = list(model.layers)
-        first = modules[0]
-        pre = first.recorded("pre")
+        first, *rest = model.layers
+        gate = first.recorded("gate")
         with torch.enable_grad():
-            a = torch.zeros(pre.shape[0], *pre.shape[2:], dtype=pre.dtype, device=pre.device, requires_grad=True)
-            pres, s = [a], a * first.gate(pre)
-            for module in modules[1:]:
+            a = torch.zeros_like(gate, requires_grad=True)
+            pres, s = [a], a * gate
+            for module in rest:
                 if isinstance(module, VectorLayer):
-                    gate = module.gate(module.recorded("pre")) if module.gated else None
                     a = module.op.inner.forward(s, module.weight.detach(), None)
                     pres.append(a)
-                    s = a if gate is None else a * gate
+                    s = a * module.recorded("gate") if module.gated else a
                 else:
                     s = module.credit_forward(s)
             return list(torch.autograd.grad(s.sum(), pres))
