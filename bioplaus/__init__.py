@@ -14,9 +14,9 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 __version__ = "0.1.0"
 
-from bioplaus import analysis, core, data, nets, rules, tasks  # noqa: E402
+from bioplaus import analysis, core, data, nets, results, rules, tasks  # noqa: E402
 from bioplaus.core import Context, Rule  # noqa: E402
-from bioplaus.runner import Comparison, RunConfig, compare  # noqa: E402
+from bioplaus.runner import Comparison, RunConfig, compare, sweep  # noqa: E402
 
 __all__ = [
     "Comparison",
@@ -29,6 +29,8 @@ __all__ = [
     "core",
     "data",
     "nets",
+    "results",
     "rules",
+    "sweep",
     "tasks",
 ]

@@ -1,4 +1,4 @@
-"""The ``bioplaus`` command line: compare rules against BP, run configs, list what is registered."""
+"""The ``bioplaus`` command line: compare rules against BP, run configs, sweep grids, list what is registered."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bioplaus.errors import BioplausError
+from bioplaus.errors import BioplausError, ConfigError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,8 +18,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"bioplaus: error: {message} (see '{self.prog} --help')\n")
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", help="folder for config.json, metrics.csv, summary.csv, runs.csv, figure.png")
+def _add_common(
+    p: argparse.ArgumentParser, out_help: str = "folder for config.json, metrics.csv, summary.csv, runs.csv, figure.png"
+) -> None:
+    p.add_argument("--out", help=out_help)
     p.add_argument(
         "--set",
         dest="overrides",
@@ -58,9 +60,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="TOML file whose top-level keys mirror the compare flags")
     _add_common(run)
 
+    _add_sweep_commands(sub)
     for name in ("rules", "models", "tasks"):
         sub.add_parser(name, help=f"list the registered {name}")
     return parser
+
+
+def _add_sweep_commands(sub: Any) -> None:
+    """The ``sweep`` and ``report`` subcommands."""
+    sw = sub.add_parser("sweep", help="run a grid of configs × rules × seeds into a resumable results folder")
+    sw.add_argument("config", help="TOML config (as for 'run'); it may hold a [grid] table of key = [values]")
+    sw.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="sweep a config key over values, e.g. --grid lr=1e-3,1e-2 --grid model_options.hidden=[64],[256]",
+    )
+    sw.add_argument("--seeds", type=int, help="number of seeds (0 … N-1); default: the config's")
+    sw.add_argument("--workers", type=int, help="runs at a time; default: the number of CPU cores")
+    sw.add_argument("--backend", choices=("local", "ray"), default="local", help="local process pool or Ray")
+    sw.add_argument("--address", help="Ray cluster to join (auto, ray://HOST:10001); default: start a local one")
+    sw.add_argument("--retry-failed", dest="retry_failed", action="store_true", help="run failed runs again")
+    sw.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events into each run folder")
+    _add_common(sw, out_help="results folder (default runs/sweep-CONFIG); run again with the same one to resume")
+    rep = sub.add_parser("report", help="summary.md, summary.csv and figures of a sweep's results folder")
+    rep.add_argument("dir", help="the results folder of a sweep")
+    rep.add_argument("--metrics", help="comma-separated split/metric names; default test/accuracy,test/loss,train/loss")
+    rep.add_argument("--reference", default="bp", help="the rule drawn as the dashed reference; default bp")
 
 
 def _listing(kind: str) -> str:
@@ -102,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    if args.command in ("sweep", "report"):
+        try:
+            return _sweep(args) if args.command == "sweep" else _report(args)
+        except BioplausError as err:
+            print(f"bioplaus: error: {err}", file=sys.stderr)
+            return 2
     from bioplaus.runner import RunConfig, run_config
 
     try:
@@ -113,6 +146,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(result.report())
     print(f"\nwrote {out}/config.json, metrics.csv, summary.csv, runs.csv, figure.png")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from bioplaus.runner import apply_overrides, load_toml, sweep
+    from bioplaus.runner.sweep_grid import parse_grid_option
+
+    grid: dict[str, list[Any]] = {}
+    for text in args.grid:
+        key, values = parse_grid_option(text)
+        if key in grid:
+            raise ConfigError(f"--grid {key} is given twice; list all its values in one --grid {key}=v1,v2,...")
+        grid[key] = values
+    out = Path(args.out) if args.out else Path("runs") / f"sweep-{Path(args.config).stem}"
+    runs = sweep(
+        apply_overrides(load_toml(args.config), args.overrides),
+        out=out,
+        grid=grid,
+        seeds=args.seeds,
+        workers=args.workers,
+        backend=args.backend,
+        address=args.address,
+        retry_failed=args.retry_failed,
+        tensorboard=args.tensorboard,
+        progress=not args.quiet,
+    )
+    counts = runs["status"].value_counts()
+    print(f"{len(runs)} runs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "diverged", "failed")))
+    for row in runs[runs["status"] == "failed"].itertuples():
+        print(f"  failed {row.run_id} ({row.rule}, seed {row.seed}): {row.message.splitlines()[-1]}")
+    print(f"wrote {out}/runs/<run_id>/ and {out}/index.sqlite; summarise with: bioplaus report {out}")
+    return 1 if counts.get("failed", 0) else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from bioplaus.results import report
+
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    result = report(args.dir, metrics=metrics, reference=args.reference)
+    print((Path(args.dir) / "summary.md").read_text(), end="")
+    print(f"\nwrote {args.dir}/summary.md, summary.csv and {len(result.figures)} figures in {args.dir}/figures/")
     return 0
 
 

@@ -13,6 +13,7 @@ from bioplaus.core.layers import (
     require_layers,
     weight_layers,
 )
+from bioplaus.core.recurrent import LSTMCell, RecurrentLayer, RecurrentSettings, recurrent_layers
 from bioplaus.core.rule import Rule
 from bioplaus.core.spec import TaskSpec
 from bioplaus.core.weight_ops import Conv2dOp, FeedbackTransform, LinearOp, Local2dOp
@@ -26,13 +27,17 @@ __all__ = [
     "Layer",
     "LayerSettings",
     "Linear",
+    "LSTMCell",
     "LinearOp",
     "Local2d",
     "Local2dOp",
+    "RecurrentLayer",
+    "RecurrentSettings",
     "Rule",
     "TaskSpec",
     "default_settings",
     "install_projections",
+    "recurrent_layers",
     "require_layers",
     "weight_layers",
 ]

@@ -10,7 +10,10 @@ from bioplaus.core.spec import TaskSpec
 from bioplaus.nets._registry import MODELS, register
 from bioplaus.nets.conventional import ConventionalNet
 from bioplaus.nets.convnet import ConvNet
+from bioplaus.nets.lstm import LSTMNet, SequenceNet
 from bioplaus.nets.mlp import MLP
+from bioplaus.nets.rate_rnn import RateRNN
+from bioplaus.nets.sab import AttentiveLSTM
 
 available = MODELS.available
 describe = MODELS.describe
@@ -25,4 +28,16 @@ def get(name: str, spec: TaskSpec, **options: Any) -> nn.Module:
     return MODELS.build(name, spec, **options)
 
 
-__all__ = ["MLP", "ConvNet", "ConventionalNet", "available", "describe", "get", "register"]
+__all__ = [
+    "RateRNN",
+    "MLP",
+    "AttentiveLSTM",
+    "ConvNet",
+    "ConventionalNet",
+    "LSTMNet",
+    "SequenceNet",
+    "available",
+    "describe",
+    "get",
+    "register",
+]

@@ -18,7 +18,9 @@ from bioplaus.rules._registry import RULES, register
 from bioplaus.rules.backprop import Backprop
 from bioplaus.rules.direct_feedback_alignment import DirectFeedbackAlignment
 from bioplaus.rules.feedback_alignment import FeedbackAlignment
+from bioplaus.rules.feedback_control import FED, RFLO, OnlineBPTT
 from bioplaus.rules.gevb import GEVB, ScalarCreditBackprop
+from bioplaus.rules.temporal import BPTT, TBPTT, StreamingTBPTT
 
 available = RULES.available
 describe = RULES.describe
@@ -34,12 +36,18 @@ def get(name: str, **kwargs: Any) -> Rule:
 
 
 __all__ = [
+    "BPTT",
     "Backprop",
     "DirectFeedbackAlignment",
+    "FED",
     "FeedbackAlignment",
     "GEVB",
+    "OnlineBPTT",
+    "RFLO",
     "ScalarCreditBackprop",
     "Rule",
+    "StreamingTBPTT",
+    "TBPTT",
     "available",
     "describe",
     "get",

@@ -1,8 +1,9 @@
-"""The runner: ``compare`` rules × seeds on a task and model, from Python or from a config."""
+"""The runner: ``compare`` rules × seeds on a task and model, from Python or from a config; ``sweep`` grids of them."""
 
 from bioplaus.runner.compare import build_optimizer, compare, run_config, train_run
 from bioplaus.runner.config import RunConfig, apply_overrides, load_toml, parse_value
 from bioplaus.runner.result import Comparison
+from bioplaus.runner.sweep import sweep
 
 __all__ = [
     "Comparison",
@@ -13,5 +14,6 @@ __all__ = [
     "load_toml",
     "parse_value",
     "run_config",
+    "sweep",
     "train_run",
 ]

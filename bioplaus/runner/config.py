@@ -72,6 +72,10 @@ class RunConfig:
         """Validate a mapping (parsed TOML, CLI flags) into a config; defaults fill missing keys."""
         allowed = [f.name for f in fields(cls)]
         for key in raw:
+            if key == "grid":
+                raise ConfigError(
+                    "this config has a [grid] table: run it with 'bioplaus sweep CONFIG.toml' (bioplaus.sweep)"
+                )
             if key not in allowed:
                 raise ConfigError(
                     f"unknown config key '{key}'{did_you_mean(key, allowed)}; allowed keys: {', '.join(allowed)}"
@@ -138,18 +142,28 @@ def apply_overrides(raw: dict[str, Any], assignments: Sequence[str]) -> dict[str
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set expects key=value (e.g. --set lr=0.01), got '{text}'")
-        *path, leaf = key.split(".")
-        node = out
-        for part in path:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: '{part}' is not a table of options")
-            else:
-                child = node[part] = dict(child)
-            node = child
-        node[leaf] = parse_value(value.strip())
+        out = set_key(out, key, parse_value(value.strip()))
+    return out
+
+
+def set_key(raw: Mapping[str, Any], key: str, value: Any, flag: str = "--set") -> dict[str, Any]:
+    """A copy of ``raw`` with the dotted ``key`` (``lr``, ``model_options.hidden``) set to ``value``.
+
+    Tables along the path are copied, never modified; ``flag`` names the source in error messages.
+    """
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    *path, leaf = key.split(".")
+    node = out
+    for part in path:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"{flag} {key}: '{part}' is not a table of options")
+        else:
+            child = node[part] = dict(child)
+        node = child
+    node[leaf] = value
     return out
 
 

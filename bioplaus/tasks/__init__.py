@@ -7,6 +7,8 @@ from typing import Any
 from bioplaus.tasks._registry import TASKS, register
 from bioplaus.tasks.base import Task, check_finite
 from bioplaus.tasks.classification import ClassificationTask
+from bioplaus.tasks.motor import MotorTask
+from bioplaus.tasks.sequence import SequenceTask
 
 available = TASKS.available
 describe = TASKS.describe
@@ -22,4 +24,14 @@ def get(name: str, **options: Any) -> Task:
     return TASKS.build(name, **options)
 
 
-__all__ = ["ClassificationTask", "Task", "available", "check_finite", "describe", "get", "register"]
+__all__ = [
+    "ClassificationTask",
+    "MotorTask",
+    "SequenceTask",
+    "Task",
+    "available",
+    "check_finite",
+    "describe",
+    "get",
+    "register",
+]

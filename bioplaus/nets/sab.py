@@ -1,0 +1,300 @@
+r"""Sparse attentive backtracking (SAB) LSTM and the dense self-attention LSTM baseline.
+
+Ke, Goyal, Bilaniuk, Binas, Mozer, Pal & Bengio, "Sparse Attentive Backtracking: Temporal
+Credit Assignment Through Reminding", NeurIPS 2018 (arXiv 1809.03702); equations, what the
+official code computes and its pitfalls: ``shared/research/sab.md``.
+
+Per step ``t`` (memory :math:`\mathcal M_t = \{m_0 = h_0, m_1, \dots\}`, one entry written every
+``k_att`` steps):
+
+.. math::
+
+    \hat h_t, c_t &= \mathrm{LSTM}(x_t, h_{t-1}, c_{t-1}) \\
+    a_{t,i} &= v^\top \tanh(W_q \hat h_t + b_q + W_m m_i) \qquad (\text{key } W_m m_i \text{ kept from the write}) \\
+    \tau_t &= (k_{top}+1)\text{-th largest } a_{t,i}, \qquad
+    w_{t,i} = \frac{\mathrm{relu}(a_{t,i} - \tau_t)}{\sum_j \mathrm{relu}(a_{t,j} - \tau_t)} \\
+    s_t &= \textstyle\sum_i w_{t,i}\, m_i, \qquad h_t = \hat h_t + s_t, \qquad y_t = W_o [h_t; s_t] + b_o
+
+and :math:`h_t` joins the memory after step ``t`` when ``(t+1) mod k_att = 0`` (so after ``T``
+steps the memory holds ``1 + ⌊T/k_att⌋`` slots). The cell state ``c`` is never touched by the
+attention. Training is any temporal rule: SAB proper is this model under ``tbptt(k_trunc)``,
+where the gradient still reaches stored memories through the ``k_top`` non-zero weights, and
+from each memory back along the LSTM to the start of its own truncation segment.
+
+Choices where the paper, the official code and this module differ (all selectable):
+
+- ``threshold="k+1"`` (default) subtracts the (k_top+1)-th score, leaving exactly ``k_top``
+  non-zero weights (the sparsifier of the authors' later code; the only choice that keeps
+  ``k_top``). ``"k"`` is the official code: it subtracts the k-th score plus 1e-7 (so only
+  ``k_top − 1`` memories are kept) and divides by ``Σ + 1e-7``.
+- ``scorer="mlp"`` (default) is the paper's MLP of ``[ĥ; m]``. ``"official"`` is the official
+  ``wᵀ tanh([ĥ; m])``: without a hidden layer it separates into ``w_qᵀ tanh ĥ + w_mᵀ tanh m``,
+  so which memories win does not depend on the query at all.
+- ``small_memory="uniform"`` (default): while the memory holds ``≤ k_top`` slots, every slot
+  gets ``1/|M|`` (the paper is silent). ``"raw"`` is the official code: the raw scores are used
+  as weights, unnormalised.
+- The threshold :math:`\tau_t` is not detached (as in the official code): the SAB gradient is
+  the exact gradient of this forward function, and the (k_top+1)-th memory receives gradient
+  through its score, not through its value.
+
+Implementation (``gather=True``): the scores of all memories are computed under ``no_grad`` to
+rank them; only the winners (``k_top + 1`` of them, the threshold's included) are rescored with
+the graph, picked by advanced indexing ``bank[rows, idx]``, which saves only the indices
+(``torch.gather`` would save the whole bank). The attention graph thus grows as
+``O(T · k_top)``, not ``O(T²/k_att)``; ``gather=False`` scores every memory with the graph and
+masks, the same function and gradients at quadratic memory (kept as the test oracle).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bioplaus.core import Linear, TaskSpec
+from bioplaus.core.recurrent import StoredStates
+from bioplaus.errors import ConfigError, ShapeError
+from bioplaus.nets._registry import register
+from bioplaus.nets.lstm import SequenceNet, sequence_sizes
+from bioplaus.registry import did_you_mean
+
+THRESHOLDS: dict[str, tuple[int, float, float]] = {"k+1": (1, 0.0, 0.0), "k": (0, 1e-7, 1e-7)}
+"""threshold → (extra rank, shift added to τ, ε added to the normaliser)."""
+SMALL_MEMORY = ("uniform", "raw")
+ATTENTIONS = ("sparse", "softmax")
+SCORERS = ("mlp", "official")
+_TINY = 1e-12  # floor of the normaliser when all kept scores tie: weights 0 instead of NaN
+
+
+def _choice(value: str, choices: tuple[str, ...] | dict, what: str) -> str:
+    if value not in choices:
+        names = list(choices)
+        raise ConfigError(f"unknown {what} {value!r}{did_you_mean(str(value), names)}; choose one of {names}")
+    return value
+
+
+def sparsify(scores: torch.Tensor, k_top: int, threshold: str = "k+1") -> torch.Tensor:
+    r"""SAB's sparsifier: ``w_i = relu(a_i − τ) / Σ_j relu(a_j − τ)`` over rows of ``scores`` ``(batch, n)``.
+
+    ``τ`` is the (k_top+1)-th largest score (``threshold="k+1"``; exactly ``k_top`` non-zero
+    weights summing to 1, barring ties) or, as in the official code, the k_top-th plus 1e-7
+    (``"k"``; ``k_top − 1`` non-zeros, normaliser ``Σ + 1e-7``). Needs ``n ≥`` the threshold's rank.
+    """
+    extra, shift, eps = THRESHOLDS[_choice(threshold, THRESHOLDS, "threshold")]
+    rank = k_top + extra
+    if scores.shape[1] < rank:
+        raise ShapeError(f"sparsify needs at least {rank} scores per row for k_top={k_top}, got {scores.shape[1]}")
+    tau = scores.topk(rank, 1).values[:, -1:]
+    r = F.relu(scores - (tau + shift if shift else tau))
+    total = r.sum(1, keepdim=True)
+    return r / (total + eps if eps else total.clamp_min(_TINY))
+
+
+class MLPScorer(nn.Module):
+    """``a_i = vᵀ tanh(W_q ĥ + b_q + W_m m_i)``; keys ``W_m m_i`` are computed once per memory.
+
+    Args:
+        hidden: size of ``ĥ`` and of the memories.
+        score_hidden: width of the MLP's hidden layer.
+    """
+
+    def __init__(self, hidden: int, score_hidden: int):
+        super().__init__()
+        self.query_proj = Linear(hidden, score_hidden)
+        self.key_proj = Linear(hidden, score_hidden, bias=False)
+        self.v = Linear(score_hidden, 1, bias=False)
+
+    def key(self, m: torch.Tensor) -> torch.Tensor:
+        """Key of a memory being written, ``(batch, hidden) → (batch, score_hidden)``."""
+        return self.key_proj(m)
+
+    def query(self, h_hat: torch.Tensor) -> torch.Tensor:
+        """Query term of the provisional state, ``(batch, hidden) → (batch, score_hidden)``."""
+        return self.query_proj(h_hat)
+
+    def score(self, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Scores ``(batch, n)`` of ``n`` keys ``(batch, n, score_hidden)``."""
+        return self.v(torch.tanh(q.unsqueeze(1) + keys)).squeeze(2)
+
+    @torch.no_grad()
+    def rank(self, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """An increasing function of :meth:`score`, for ranking: ``vᵀ σ(2u) = (a + Σv)/2`` (``tanh u = 2σ(2u) − 1``).
+
+        The same order as the scores at a fraction of the cost (``torch.tanh`` is several times
+        slower than ``torch.sigmoid`` on common CPUs), and ranking is where a step touches every memory.
+        """
+        return (keys + q.unsqueeze(1)).mul_(2).sigmoid_() @ self.v.weight[0]
+
+
+class OfficialScorer(nn.Module):
+    """The official code's ``a_i = wᵀ tanh([ĥ; m_i]) = w_qᵀ tanh ĥ + w_mᵀ tanh m_i``, ``w ~ N(0, 0.01²)``.
+
+    The query adds the same term to every score, so score differences, and with them the
+    sparsified weights once the memory exceeds ``k_top``, do not depend on ``ĥ``.
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.w_query = Linear(hidden, 1, bias=False)
+        self.w_key = Linear(hidden, 1, bias=False)
+        for layer in (self.w_query, self.w_key):
+            nn.init.normal_(layer.weight, std=0.01)
+
+    def key(self, m: torch.Tensor) -> torch.Tensor:
+        return self.w_key(torch.tanh(m))
+
+    def query(self, h_hat: torch.Tensor) -> torch.Tensor:
+        return self.w_query(torch.tanh(h_hat))
+
+    def score(self, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        return q + keys.squeeze(2)
+
+    @torch.no_grad()
+    def rank(self, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        return self.score(q, keys)
+
+
+class AttentiveLSTM(SequenceNet, StoredStates):
+    """LSTM whose provisional state attends over a memory of its past states (SAB, or dense softmax).
+
+    Args:
+        n_in: input size per step.
+        hidden: LSTM size ``H``.
+        n_out: output size per step.
+        k_top: memories kept by the sparse attention.
+        k_att: a memory is written every ``k_att`` steps.
+        attention: ``"sparse"`` (SAB) or ``"softmax"`` (dense self-attention over every memory).
+        scorer: ``"mlp"`` (paper) or ``"official"`` (query-free, see :class:`OfficialScorer`).
+        score_hidden: hidden width of the MLP scorer (default ``H``).
+        threshold: ``"k+1"`` (k_top memories kept) or ``"k"`` (official; k_top − 1 kept).
+        small_memory: weights while the memory has ``≤ k_top`` slots: ``"uniform"`` or ``"raw"`` (official).
+        gather: rank without graph and rescore only the winners (``True``), or score every memory
+            with the graph and mask (``False``; same function, quadratic memory; a test oracle).
+    """
+
+    _transient = ("state", "bank", "_rows", "_log", "_deferred")
+
+    def __init__(
+        self,
+        n_in: int,
+        hidden: int = 64,
+        n_out: int = 10,
+        k_top: int = 5,
+        k_att: int = 2,
+        attention: str = "sparse",
+        scorer: str = "mlp",
+        score_hidden: int | None = None,
+        threshold: str = "k+1",
+        small_memory: str = "uniform",
+        gather: bool = True,
+    ):
+        super().__init__(n_in, hidden, n_out, 2 * hidden)
+        for name, value in (("k_top", k_top), ("k_att", k_att), ("score_hidden", score_hidden or hidden)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        self.attention = _choice(attention, ATTENTIONS, "attention")
+        self.threshold = _choice(threshold, THRESHOLDS, "threshold")
+        self.small_memory = _choice(small_memory, SMALL_MEMORY, "small_memory")
+        if attention == "sparse" and threshold == "k" and k_top < 2:
+            raise ConfigError("threshold 'k' keeps k_top − 1 memories, so k_top=1 would keep none: use k_top ≥ 2")
+        self.k_top, self.k_att, self.gather = k_top, k_att, gather
+        self.scorer = (
+            MLPScorer(hidden, score_hidden or hidden)
+            if _choice(scorer, SCORERS, "scorer") == "mlp"
+            else OfficialScorer(hidden)
+        )
+        self.bank: torch.Tensor | None = None
+        """The memory, ``(batch, slots, H + key size)``: each slot is ``[m_i; key_i]``."""
+        self._rows: torch.Tensor | None = None
+        self._log: list[torch.Tensor] | None = None
+        self._reset_deferred()
+
+    @property
+    def memory_slots(self) -> int:
+        """Memories stored so far in this sequence (``1 + ⌊t/k_att⌋`` after ``t`` steps)."""
+        return 0 if self.bank is None else self.bank.shape[1]
+
+    def _reset_core(self, batch_size: int) -> None:
+        self.bank = None
+        self._reset_deferred()
+        self._rows = torch.arange(batch_size, device=self.readout.weight.device).unsqueeze(1)
+        self._write(self.state[0])
+
+    def _write(self, h: torch.Tensor) -> None:
+        """Append ``h`` and its key (computed once, here) to the memory."""
+        slot = self._defer(torch.cat([h, self.scorer.key(h)], 1).unsqueeze(1))
+        self.bank = slot if self.bank is None else torch.cat([self.bank, slot], 1)
+
+    def _attend(self, h_hat: torch.Tensor) -> torch.Tensor:
+        """The summary ``s_t = Σ_i w_i m_i`` for the provisional state ``ĥ_t``."""
+        H, q, slots, idx = self.hidden, self.scorer.query(h_hat), self.bank, None
+        n = slots.shape[1]
+        if self.attention == "softmax":
+            w = torch.softmax(self.scorer.score(q, slots[..., H:]), 1)
+        elif n <= self.k_top:
+            raw = self.small_memory == "raw"
+            w = self.scorer.score(q, slots[..., H:]) if raw else h_hat.new_full((h_hat.shape[0], n), 1.0 / n)
+        else:
+            if self.gather:
+                rank = self.k_top + THRESHOLDS[self.threshold][0]
+                idx = self.scorer.rank(q, slots[..., H:]).topk(rank, 1).indices
+                slots = slots[self._rows, idx]
+            w = sparsify(self.scorer.score(q, slots[..., H:]), self.k_top, self.threshold)
+        if self._log is not None:
+            self._log.append((w if idx is None else h_hat.new_zeros(h_hat.shape[0], n).scatter(1, idx, w)).detach())
+        return (w.unsqueeze(2) * slots[..., :H]).sum(1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        h_hat, (_, c) = self.lstm(x, self.state, self.t)
+        s = self._attend(h_hat)
+        h = h_hat + s
+        self.state = (h, c)
+        if (self.t + 1) % self.k_att == 0:
+            self._write(h)
+        return torch.cat([h, s], 1)
+
+    @torch.no_grad()
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention weights of every step over every memory slot, ``(batch, T, slots)`` (zero-padded).
+
+        Slot 0 is the initial state ``h_0``; slot ``j ≥ 1`` is ``h_t`` written after step
+        ``t = j·k_att − 1``.
+        """
+        self._log = []
+        try:
+            self(x)
+            log = self._log
+        finally:
+            self._log = None
+        slots = log[-1].shape[1]
+        return torch.stack([F.pad(w, (0, slots - w.shape[1])) for w in log], 1)
+
+
+@register("sab_lstm")
+def sab_lstm(
+    spec: TaskSpec,
+    hidden: int = 64,
+    k_top: int = 5,
+    k_att: int = 2,
+    scorer: str = "mlp",
+    score_hidden: int | None = None,
+    threshold: str = "k+1",
+    small_memory: str = "uniform",
+    gather: bool = True,
+) -> AttentiveLSTM:
+    """SAB-LSTM (Ke et al. 2018): sparse top-k attention over past states; train with tbptt(k_trunc)."""
+    n_in, n_out = sequence_sizes(spec)
+    return AttentiveLSTM(
+        n_in, hidden, n_out, k_top, k_att, "sparse", scorer, score_hidden, threshold, small_memory, gather
+    )
+
+
+@register("attn_lstm")
+def attn_lstm(
+    spec: TaskSpec, hidden: int = 64, k_att: int = 1, scorer: str = "mlp", score_hidden: int | None = None
+) -> AttentiveLSTM:
+    """LSTM with dense softmax self-attention over its past states (the paper's other baseline)."""
+    n_in, n_out = sequence_sizes(spec)
+    return AttentiveLSTM(
+        n_in, hidden, n_out, k_att=k_att, attention="softmax", scorer=scorer, score_hidden=score_hidden
+    )

@@ -1,0 +1,212 @@
+r"""Online learning rules for the feedback-controlled rate RNN (Kaleb, Feulner, Gallego & Clopath, NeurIPS 2024).
+
+Every rule learns ``W_rec`` only (the other weights are frozen while it is attached) at every
+time step, from the error ``e_t`` the task passes in ``ctx.signals["feedback_error"]`` (target
+minus output, so ``+η(B e_t)·trace`` descends the loss: pitfall P1). The rules write
+``p.grad = −Δ_t`` (descent sign); an optimizer stepping after every step with learning rate
+``η`` gives the official ``W_rec ← W_rec + η Δ_t``. Equations from ``shared/research/feedback_rnn.md``
+§3 (official ``modules/learn_alg.py``), with ``α = dt/τ``, ``φ' = 1[x > 0]``:
+
+- ``rflo`` (random-feedback local online learning, Murray 2019, as used by Kaleb et al.):
+  :math:`P_t = (1-\alpha) P_{t-1} + \alpha\, \varphi'(x_t)\, r_{t-1}^\top`,
+  :math:`\Delta_t[i,j] = (B e_t)_i\, P_t[i,j]`. This is the correct per-entry form; the released
+  ``RFLO_t`` multiplies by the trace's first row broadcast to every unit (pitfall P7).
+- ``fed`` (feedback-driven, filtered presynaptic rates, no postsynaptic factor):
+  :math:`\bar p_t = (1-\alpha)\bar p_{t-1} + \alpha r_t` (:math:`\bar p_0 = \alpha r_0`),
+  :math:`\Delta_t = (B e_t)\,\bar p_t^\top`.
+- ``B``: ``feedback="W_fb"`` is the controller's own feedback weights ``M ⊙ W_fb``, so ``B e_t``
+  is the feedback input the units receive (the official rules use the unmasked ``W_fb``; the two
+  agree for ``fb_density = 1``, pitfall P14); ``feedback="W_out"`` is ``W_outᵀ`` (the official
+  ``_t`` variants, for nets without a controller).
+- ``online_bptt`` (the reference, official ``'bp'``): :math:`\Delta_t = -\partial L_t/\partial W_{rec}`
+  with :math:`L_t = \mathrm{mean}_k\, e_{t,k}^2` per trial, through the whole history back to
+  the trial start, with the controller loop **detached** (the fed-back error is an external
+  input, official ``error_detach=True``; pitfall P5). Because the error is integrated, ``L_t``
+  still depends on every earlier output. Each step's Jacobian uses the weights of that step
+  (pitfall P8).
+
+The trace and filtered rates have one entry per trial, so a batch of trials of a model split
+into conditions (``RateRNN.split_conditions``) learns every condition's ``W_rec`` in one pass;
+the update of a condition is the mean over its trials.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from bioplaus.core import Context, Rule
+from bioplaus.errors import ConfigError
+from bioplaus.nets.rate_rnn import RateRNN
+from bioplaus.rules._registry import register
+
+FEEDBACK = ("W_fb", "W_out")
+
+
+class FeedbackControlRule(Rule):
+    """Base of the online rules of :mod:`bioplaus.rules.feedback_control`: ``W_rec`` only, loop detached.
+
+    Attributes:
+        needs_graph: whether the task must record an autograd graph of the trial.
+    """
+
+    online = True
+    needs_graph: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self._frozen: list[nn.Parameter] = []
+
+    def _model(self, model: nn.Module) -> RateRNN:
+        if not isinstance(model, RateRNN):
+            raise ConfigError(
+                f"rule '{self.name}' learns the recurrent weights of a RateRNN (model 'rate_rnn'), "
+                f"got {type(model).__name__}"
+            )
+        if model.state is None:
+            raise ConfigError(f"rule '{self.name}': reset the model (model.reset(batch)) before the trial")
+        return model
+
+    def attach(self, model: nn.Module) -> None:
+        if not isinstance(model, RateRNN):
+            raise ConfigError(f"rule '{self.name}' needs a RateRNN (model 'rate_rnn'), got {type(model).__name__}")
+        self._frozen = [p for name, p in model.named_parameters() if name != "W_rec" and p.requires_grad]
+        for p in self._frozen:
+            p.requires_grad_(False)
+        model.detach_feedback = True
+
+    def detach(self, model: nn.Module) -> None:
+        for p in self._frozen:
+            p.requires_grad_(True)
+        self._frozen = []
+        model.detach_feedback = False
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        return [{"params": [model.W_rec]}]
+
+    @staticmethod
+    def _accumulate(param: nn.Parameter, grad: torch.Tensor) -> None:
+        param.grad = grad if param.grad is None else param.grad.add_(grad)
+
+
+class _LocalRule(FeedbackControlRule):
+    """A local rule ``Δ_t = (B e_t) ⊗ presynaptic term``: the learning signal is the projected error."""
+
+    def __init__(self, feedback: str = "W_fb"):
+        super().__init__()
+        if feedback not in FEEDBACK:
+            raise ConfigError(f"feedback must be one of {FEEDBACK} (B = M⊙W_fb or W_outᵀ), got {feedback!r}")
+        self.feedback = feedback
+        self._buffer: torch.Tensor | None = None
+
+    def projection(self, model: RateRNN) -> torch.Tensor:
+        """``B``, shape ``(n, n_out)``: ``M ⊙ W_fb`` or ``W_outᵀ``."""
+        return (model.feedback_weights if self.feedback == "W_fb" else model.W_out.T).detach()
+
+    def learning_signal(self, model: RateRNN, ctx: Context) -> torch.Tensor:
+        """``B e_t`` per trial, ``(batch, n)``."""
+        return ctx.signal("feedback_error").detach() @ self.projection(model).T
+
+    def _write(self, model: RateRNN, signal: torch.Tensor, presynaptic: torch.Tensor) -> None:
+        """``p.grad += −Δ_t``, ``Δ_t[i, j] = signal_i · presynaptic[i, j]`` (presynaptic may broadcast over i).
+
+        The per-trial product goes into a buffer kept across steps (a fresh ``(B, n, n)`` tensor per
+        step costs more than the product on a CPU), unless ``W_rec.grad`` still is that buffer.
+        """
+        shape = (signal.shape[0], signal.shape[1], presynaptic.shape[-1])
+        grad, buffer = model.W_rec.grad, self._buffer
+        if buffer is None or buffer.shape != shape or (grad is not None and grad.data_ptr() == buffer.data_ptr()):
+            self._buffer = buffer = signal.new_empty(shape)
+        torch.mul(signal.neg().unsqueeze(-1), presynaptic, out=buffer)
+        self._accumulate(model.W_rec, model.per_condition(buffer))
+
+
+@register("rflo")
+class RFLO(_LocalRule):
+    r"""RFLO: ``Δ_t[i,j] = (B e_t)_i P_t[i,j]`` with the eligibility trace ``P_t = (1−α)P_{t−1} + α φ'(x_t) r_{t−1}ᵀ``.
+
+    Args:
+        feedback: ``"W_fb"`` (B = the controller's feedback weights) or ``"W_out"`` (B = W_outᵀ).
+    """
+
+    def reset(self, model: nn.Module) -> None:
+        s = self._model(model).state
+        self.trace = s.x.new_zeros(s.x.shape[0], model.n, model.n)
+
+    def step(self, model: nn.Module, ctx: Context) -> None:
+        model, s = self._model(model), model.state
+        post = (s.x > 0).to(s.x.dtype).unsqueeze(-1)  # φ'(x_t), (B, n, 1)
+        self.trace.baddbmm_(post, s.r_prev.detach().unsqueeze(1), beta=1 - model.alpha, alpha=model.alpha)
+        self._write(model, self.learning_signal(model, ctx), self.trace)
+
+
+@register("fed")
+class FED(_LocalRule):
+    r"""FED: ``Δ_t = (B e_t) p̄_tᵀ`` with filtered presynaptic rates ``p̄_t = (1−α)p̄_{t−1} + α r_t``, ``p̄_0 = α r_0``.
+
+    Args:
+        feedback: ``"W_fb"`` (B = the controller's feedback weights) or ``"W_out"`` (B = W_outᵀ).
+    """
+
+    def reset(self, model: nn.Module) -> None:
+        model = self._model(model)
+        self.filtered = model.alpha * model.state.r.detach()
+
+    def step(self, model: nn.Module, ctx: Context) -> None:
+        model = self._model(model)
+        self.filtered = (1 - model.alpha) * self.filtered + model.alpha * model.state.r.detach()
+        self._write(model, self.learning_signal(model, ctx), self.filtered.unsqueeze(1))
+
+
+@register("online_bptt")
+class OnlineBPTT(FeedbackControlRule):
+    r"""Online BPTT with the loop detached: ``p.grad += ∂L_t/∂W_rec`` at every step, ``L_t = mean_k e_{t,k}²``.
+
+    The gradient runs through the whole trial so far (recurrence and integrated error), not
+    through the controller loop; with conditions, ``L_t`` is each condition's mean over its
+    trials. It is computed by a hand-written adjoint over the stored history (no autograd
+    graph, so the task runs the trial without one): with ``b_t = ∂L_t/∂r_s`` the direct term
+    (the same for every ``s ≤ t`` for a position error, ``s = t`` only for a velocity error),
+
+    .. math::
+        \delta_t = D_t b_t, \qquad
+        \delta_s = D_s ig(b_t + lpha W_{s+1}^	op \delta_{s+1}ig) + (1-lpha)\, \delta_{s+1},
+        \qquad rac{\partial L_t}{\partial W_{rec}} = lpha \sum_{s \le t} \delta_s r_{s-1}^	op
+
+    with ``D_s = diag φ'(x_s)`` and ``W_s`` the weights used at step ``s`` (stored per step: the
+    exact gradient under online updates, pitfall P8). The official code lets autograd reuse the
+    current weights for the whole history. Cost ``O(t n²)`` per step; tested against an autograd
+    unroll.
+    """
+
+    def reset(self, model: nn.Module) -> None:
+        self._gates: list[torch.Tensor] = []  # D_s as vectors φ'(x_s), (B, n)
+        self._pre: list[torch.Tensor] = []  # r_{s−1}, (B, n)
+        self._weights: list[torch.Tensor] = []  # W_s
+
+    def step(self, model: nn.Module, ctx: Context) -> None:
+        model, s = self._model(model), model.state
+        self._gates.append((s.x > 0).to(s.x.dtype).detach())
+        self._pre.append(s.r_prev.detach())
+        self._weights.append(model.W_rec.detach().clone())
+        e = ctx.signal("feedback_error").detach()
+        per_condition = e.shape[0] // model.conditions if model.W_rec.dim() == 3 else e.shape[0]
+        position = model.error == "position"
+        grad_v = -2.0 / (per_condition * e.shape[1]) * (model.dt if position else 1.0) * e  # ∂L_t/∂v_s
+        direct = model.readout_vjp(grad_v, s.cursor)  # ∂L_t/∂r_s for the steps the error depends on
+        t, alpha = len(self._gates), model.alpha
+        delta = e.new_empty(e.shape[0], t, model.n)
+        delta[:, -1] = self._gates[-1] * direct
+        for i in range(t - 2, -1, -1):
+            back = model.recurrent_vjp(delta[:, i + 1], self._weights[i + 1]).mul_(alpha)
+            if position:
+                back.add_(direct)
+            delta[:, i] = back.mul_(self._gates[i]).add_(delta[:, i + 1], alpha=1 - alpha)
+        pre = torch.stack(self._pre, 1)
+        if model.W_rec.dim() == 3:
+            grad = torch.bmm(delta.reshape(model.conditions, -1, model.n).transpose(1, 2),
+                             pre.reshape(model.conditions, -1, model.n))  # fmt: skip
+        else:
+            grad = delta.reshape(-1, model.n).T @ pre.reshape(-1, model.n)
+        self._accumulate(model.W_rec, grad.mul_(alpha))

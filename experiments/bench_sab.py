@@ -1,0 +1,94 @@
+"""Time and graph memory per training iteration of SAB, streaming SAB and the LSTM baselines.
+
+One iteration is what the runner does per update on delayed recall of delay T: draw a batch,
+run the model, let the rule write the gradients, clip, step Adam. Times are medians of
+interleaved rounds (every method once per round, so load drift hits all alike); memory is the
+peak of the bytes autograd keeps saved for backward (``SavedTensorMeter``, parameters
+excluded). Ratios are against LSTM + full BPTT measured in the same run.
+
+    OMP_NUM_THREADS=1 python experiments/bench_sab.py                       # T = 100, 300, 1000, 2000
+    OMP_NUM_THREADS=1 python experiments/bench_sab.py --lengths 100 --rounds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from bioplaus import nets, rules, tasks
+from bioplaus.analysis.graph_memory import SavedTensorMeter
+from bioplaus.core import install_projections
+
+# label, model, model options, rule, rule options, longest T it runs at (dense attention is O(T²))
+METHODS: list[tuple[str, str, dict, str, dict, int]] = [
+    ("LSTM, BPTT", "lstm", {}, "bptt", {}, 10**9),
+    ("LSTM, TBPTT(5)", "lstm", {}, "tbptt", {"k_trunc": 5}, 10**9),
+    ("SAB k_att=2, TBPTT(5)", "sab_lstm", {"k_att": 2}, "tbptt", {"k_trunc": 5}, 10**9),
+    ("SAB k_att=20, TBPTT(5)", "sab_lstm", {"k_att": 20}, "tbptt", {"k_trunc": 5}, 10**9),
+    ("SAB k_att=20, BPTT (one backward)", "sab_lstm", {"k_att": 20}, "bptt", {}, 10**9),
+    ("SAB k_att=20, streaming TBPTT(5)", "sab_lstm", {"k_att": 20}, "tbptt_stream", {"k_trunc": 5}, 10**9),
+    ("dense attention k_att=2, BPTT", "attn_lstm", {"k_att": 2}, "bptt", {}, 300),
+]
+
+
+def iteration(
+    T: int, batch: int, hidden: int, model_name: str, model_options: dict, rule_name: str, rule_options: dict
+) -> tuple[Callable[[], None], torch.nn.Module]:
+    """A closure running one training iteration of a fresh model, as the runner would."""
+    task = tasks.get("delayed-recall", T=T, batch_size=batch, steps_per_epoch=1, n_test=1, transfer=[])
+    torch.manual_seed(0)
+    model = nets.get(model_name, task.spec, hidden=hidden, **model_options)
+    rule = rules.get(rule_name, **rule_options)
+    rule.attach(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    install_projections(model, optimizer)
+    generator = torch.Generator().manual_seed(0)
+    return lambda: task.train_epoch(model, rule, optimizer, generator=generator), model
+
+
+def bench(T: int, batch: int, hidden: int, rounds: int) -> list[tuple[str, float, float]]:
+    """(label, seconds per iteration, peak saved MiB) of every method that runs at ``T``."""
+    runs = {
+        label: iteration(T, batch, hidden, model, mopts, rule, ropts)
+        for label, model, mopts, rule, ropts, longest in METHODS
+        if T <= longest
+    }
+    peaks = {}
+    for label, (step, model) in runs.items():
+        with SavedTensorMeter(exclude=model.parameters()) as meter:
+            step()
+        peaks[label] = meter.peak / 2**20
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, (step, _) in runs.items():
+            start = time.perf_counter()
+            step()
+            times[label].append(time.perf_counter() - start)
+    return [(label, statistics.median(times[label]), peaks[label]) for label in runs]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[100, 300, 1000, 2000])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds at T ≤ 300 (fewer above)")
+    args = parser.parse_args()
+    print(
+        f"delayed recall, batch {args.batch}, H {args.hidden}, k_top 5, Adam; torch threads {torch.get_num_threads()}"
+    )
+    print(f"{'T':>5}  {'method':<36} {'s/iter':>8} {'× BPTT':>7} {'peak MiB':>9} {'× BPTT':>7}")
+    for T in args.lengths:
+        rows = bench(T, args.batch, args.hidden, args.rounds if T <= 300 else max(1, args.rounds // 3))
+        ref_time, ref_mem = rows[0][1], rows[0][2]
+        for label, seconds, mib in rows:
+            print(f"{T:>5}  {label:<36} {seconds:>8.3f} {seconds / ref_time:>7.2f} {mib:>9.1f} {mib / ref_mem:>7.2f}")
+        print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
