@@ -7,17 +7,7 @@ import sys
 
 import pandas as pd
 import pytest
-
-from bioplaus.cli import main
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:  # argparse errors
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_helpers import run_cli as run
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_helpers import run_cli as cli
 
 import bioplaus
-from bioplaus.cli import main
 from bioplaus.errors import ConfigError
 from bioplaus.rules._registry import RULES
 from bioplaus.runner.sweep_backends import WORKER_DIED
@@ -22,15 +22,6 @@ from bioplaus.runner.sweep_grid import expand, grid_from_table, parse_grid_optio
 
 HERE = Path(__file__).resolve().parent
 SMALL = {"task": "digits", "model": "mlp", "model_options": {"hidden": [16]}, "epochs": 2, "batch_size": 128}
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:  # argparse errors
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def statuses(out: Path) -> dict[str, str]:
