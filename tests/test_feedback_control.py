@@ -283,6 +283,10 @@ def test_bad_configuration_raises():
         centre_out("kaleb2024")
     with pytest.raises(ShapeError):
         _net(4).rollout(torch.zeros(2, 5), torch.zeros(2, 5, 2))
+    task = bioplaus.tasks.get("reaching")
+    mlp = bioplaus.nets.get("mlp", task.spec)
+    with pytest.raises(ConfigError, match="drives a RateRNN"):
+        task.evaluate(mlp)
 
 
 # analyses --------------------------------------------------------------------------------------

@@ -415,8 +415,7 @@ class MotorTask(Task):
         self, model: RateRNN, rule: Rule, optimizer: torch.optim.Optimizer, trials: Trials, generator: torch.Generator
     ) -> torch.Tensor:
         """Train on one batch of trials (repeated over the model's conditions); returns each trial's MSE, detached."""
-        if not isinstance(model, RateRNN):
-            raise ConfigError(f"task '{self.name}' drives a RateRNN (model 'rate_rnn'), got {type(model).__name__}")
+        self._check_model(model)
         batch = trials.repeat(model.conditions)
         gains = self._gains(model, len(trials))
         if not rule.online:
@@ -460,7 +459,12 @@ class MotorTask(Task):
             total += float(mse)
         return {"mse": total / self.iterations}
 
+    def _check_model(self, model: nn.Module) -> None:
+        if not isinstance(model, RateRNN):
+            raise ConfigError(f"task '{self.name}' drives a RateRNN (model 'rate_rnn'), got {type(model).__name__}")
+
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:
+        self._check_model(model)
         results = {}
         for split, trials in self.test_sets.items():
             for suffix, control in (("", 1.0), ("_off", 0.0)):
