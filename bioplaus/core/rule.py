@@ -36,6 +36,10 @@ class Rule:
     online: ClassVar[bool] = False
     """True for rules that learn at every time step through :meth:`step`."""
 
+    needs_graph: ClassVar[bool] = True
+    """False for rules that compute their update from recorded values without autograd: a task
+    may then run the forward pass without recording a graph (faster, less memory)."""
+
     def attach(self, model: nn.Module) -> None:
         """Configure ``model``'s layers for this rule (called once, before training)."""
 

@@ -46,11 +46,8 @@ FEEDBACK = ("W_fb", "W_out")
 
 
 class FeedbackControlRule(Rule):
-    """Base of the online rules of :mod:`bioplaus.rules.feedback_control`: ``W_rec`` only, loop detached.
-
-    Attributes:
-        needs_graph: whether the task must record an autograd graph of the trial.
-    """
+    """Base of the online rules of :mod:`bioplaus.rules.feedback_control`: ``W_rec`` only, loop detached
+    (the updates come from recorded rates and errors, so no autograd graph is needed)."""
 
     online = True
     needs_graph: ClassVar[bool] = False

@@ -429,7 +429,7 @@ class MotorTask(Task):
             optimizer.step()
             return rollout.e.detach().pow(2).mean((1, 2))
         errors = []
-        with torch.set_grad_enabled(getattr(rule, "needs_graph", True)):
+        with torch.set_grad_enabled(rule.needs_graph):
             for ctx in online_trial(model, rule, batch, gains, generator):
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
