@@ -7,7 +7,7 @@ peak of the bytes autograd keeps saved for backward (``SavedTensorMeter``, param
 excluded). Ratios are against LSTM + full BPTT measured in the same run.
 
     OMP_NUM_THREADS=1 python experiments/bench_sab.py                       # T = 100, 300, 1000, 2000
-    OMP_NUM_THREADS=1 python experiments/bench_sab.py --lengths 100 --rounds 10
+    OMP_NUM_THREADS=1 python experiments/bench_sab.py --lengths 100 --rounds 10 --cpu-time
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ def iteration(
     return lambda: task.train_epoch(model, rule, optimizer, generator=generator), model
 
 
-def bench(T: int, batch: int, hidden: int, rounds: int) -> list[tuple[str, float, float]]:
-    """(label, seconds per iteration, peak saved MiB) of every method that runs at ``T``."""
+def bench(
+    T: int, batch: int, hidden: int, rounds: int, clock: Callable[[], float] = time.perf_counter
+) -> list[tuple[str, float, float]]:
+    """(label, seconds per iteration, peak saved MiB) of every method that runs at ``T``, timed by ``clock``."""
     runs = {
         label: iteration(T, batch, hidden, model, mopts, rule, ropts)
         for label, model, mopts, rule, ropts, longest in METHODS
@@ -65,9 +67,9 @@ def bench(T: int, batch: int, hidden: int, rounds: int) -> list[tuple[str, float
     times: dict[str, list[float]] = {label: [] for label in runs}
     for _ in range(rounds):
         for label, (step, _) in runs.items():
-            start = time.perf_counter()
+            start = clock()
             step()
-            times[label].append(time.perf_counter() - start)
+            times[label].append(clock() - start)
     return [(label, statistics.median(times[label]), peaks[label]) for label in runs]
 
 
@@ -77,13 +79,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds at T ≤ 300 (fewer above)")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time by this thread's CPU time, not wall time (steadier on a machine shared with other jobs; "
+        "meaningful with one torch thread)",
+    )
     args = parser.parse_args()
+    clock = time.thread_time if args.cpu_time else time.perf_counter
     print(
-        f"delayed recall, batch {args.batch}, H {args.hidden}, k_top 5, Adam; torch threads {torch.get_num_threads()}"
+        f"delayed recall, batch {args.batch}, H {args.hidden}, k_top 5, Adam; torch threads {torch.get_num_threads()}; "
+        f"{'thread CPU' if args.cpu_time else 'wall'} time"
     )
     print(f"{'T':>5}  {'method':<36} {'s/iter':>8} {'× BPTT':>7} {'peak MiB':>9} {'× BPTT':>7}")
     for T in args.lengths:
-        rows = bench(T, args.batch, args.hidden, args.rounds if T <= 300 else max(1, args.rounds // 3))
+        rows = bench(T, args.batch, args.hidden, args.rounds if T <= 300 else max(1, args.rounds // 3), clock)
         ref_time, ref_mem = rows[0][1], rows[0][2]
         for label, seconds, mib in rows:
             print(f"{T:>5}  {label:<36} {seconds:>8.3f} {seconds / ref_time:>7.2f} {mib:>9.1f} {mib / ref_mem:>7.2f}")

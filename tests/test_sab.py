@@ -81,7 +81,8 @@ def test_sparse_gather_equals_dense_masked(options, k_trunc, float64):
     assert g_gather.keys() == g_dense.keys()
     for n, g in g_dense.items():
         torch.testing.assert_close(g_gather[n], g, rtol=0, atol=1e-10, msg=n)
-    assert g_gather["scorer." + next(iter(dict(out_g.scorer.named_parameters())))].abs().sum() > 0
+    if options.get("k_top", 5) > 1:  # with one memory kept its weight is identically 1: no score gradient
+        assert g_gather["scorer." + next(iter(dict(out_g.scorer.named_parameters())))].abs().sum() > 0
 
 
 def test_credit_locality_tbptt_cannot_reach_x0_sab_can(float64):
