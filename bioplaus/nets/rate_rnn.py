@@ -200,12 +200,17 @@ class RateRNN(nn.Module):
         if batch % self.conditions:
             raise ShapeError(f"a batch of {batch} trials cannot be split evenly over {self.conditions} conditions")
         ref = self.W_rec
-        x = torch.rand(batch, self.n, generator=generator, dtype=ref.dtype).to(ref.device) * 0.2 - 0.1
+        x = self.initial_x(batch, generator)
         gain = torch.as_tensor(control, dtype=ref.dtype, device=ref.device).expand(batch).reshape(batch, 1)
         zero = ref.new_zeros(batch, self.n_out)
         r = F.relu(x)
         self.state = LoopState(x, r, r, zero, zero, zero, [zero] * (self.fb_delay + 1), gain.clone(), 0)
         return self.state
+
+    def initial_x(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Initial potentials ``x_0 ~ U(−0.1, 0.1)``, ``(batch, n)``, as every trial starts."""
+        ref = self.W_rec
+        return torch.rand(batch, self.n, generator=generator, dtype=ref.dtype).to(ref.device) * 0.2 - 0.1
 
     def recurrent_input(self, r: torch.Tensor) -> torch.Tensor:
         """``W_rec r`` for each trial with its condition's ``W_rec``."""
@@ -289,12 +294,41 @@ class RateRNN(nn.Module):
         c = s.delay_line[0] if fed_back is None else fed_back
         if self.detach_feedback:
             c = c.detach()
-        drive = input_drive + self.recurrent_input(s.r) + s.control * (c @ feedback_weights.T)
-        x = torch.lerp(s.x, drive, self.alpha)  # (1 − α) x_{t−1} + α · drive
-        r = F.relu(x)
-        v, e = self.readout_error(r, s.e, v_ref, push, cursor)
+        x, r, v, e = self.transition(s.x, s.r, s.e, c, input_drive, feedback_weights, s.control, v_ref, push, cursor)
         self.state = LoopState(x, r, s.r, v, e, c, [*s.delay_line[1:], e], s.control, s.t + 1, cursor)
         return self.state
+
+    def transition(
+        self,
+        x: torch.Tensor,
+        r: torch.Tensor,
+        e: torch.Tensor,
+        fed_back: torch.Tensor,
+        input_drive: torch.Tensor,
+        feedback_weights: torch.Tensor,
+        control: float | torch.Tensor,
+        v_ref: torch.Tensor,
+        push: torch.Tensor | None = None,
+        cursor: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One Euler step as a pure function of the loop's variables: ``(x_t, r_t, v_t, e_t)``.
+
+        Args:
+            x: ``x_{t−1}`` ``(B, n)``.
+            r: ``r_{t−1} = ReLU(x_{t−1})`` ``(B, n)``.
+            e: ``e_{t−1}`` ``(B, n_out)``.
+            fed_back: ``c_t``, the error the controller feeds back ``(B, n_out)``.
+            input_drive: ``W_in u_t + b`` ``(B, n)``.
+            feedback_weights: ``M ⊙ W_fb``.
+            control: controller gain ``g``, a number or ``(B, 1)``.
+            v_ref: reference velocity ``(B, n_out)``.
+            push: velocity push ``(B, n_out)`` or ``None``.
+            cursor: cursor rotations ``(B, n_out, n_out)`` or ``None``.
+        """
+        drive = input_drive + self.recurrent_input(r) + control * (fed_back @ feedback_weights.T)
+        x = torch.lerp(x, drive, self.alpha)  # (1 − α) x_{t−1} + α · drive
+        r = F.relu(x)
+        return (x, r, *self.readout_error(r, e, v_ref, push, cursor))
 
     def rollout(
         self,

@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from bioplaus.analysis.mle_regularizer import MLERegularizer
 from bioplaus.core import Context, Rule, TaskSpec
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets.rate_rnn import RateRNN, Rollout
@@ -356,6 +357,9 @@ class MotorTask(Task):
         rate_penalty: ``λ_r`` of the batch loss.
         clip_grad_norm: global gradient-norm clip before each batch update (``None``: none).
         device: torch device.
+        mle_weight: weight of the MLE regulariser (:mod:`bioplaus.analysis.mle_regularizer`) in the
+            batch loss: the finite-time maximal Lyapunov exponent of the closed loop along the
+            batch's trials (state ``[x ; e]``, input ``[u ; v*]``); 0: none. Batch rules only.
     """
 
     def __init__(
@@ -372,6 +376,7 @@ class MotorTask(Task):
         rate_penalty: float = 2e-3,
         clip_grad_norm: float | None = 0.2,
         device: str = "cpu",
+        mle_weight: float = 0.0,
     ):
         if trial_set not in TRIAL_SETS:
             raise ConfigError(f"trial_set must be one of {TRIAL_SETS}, got {trial_set!r}")
@@ -388,6 +393,7 @@ class MotorTask(Task):
         self.control = torch.as_tensor(control, dtype=torch.get_default_dtype()).flatten()
         self.weight_penalty, self.rate_penalty, self.clip_grad_norm = weight_penalty, rate_penalty, clip_grad_norm
         self.device = device
+        self.mle = MLERegularizer(mle_weight) if mle_weight != 0 else None
         self.spec = TaskSpec((self.timing.T, 3), 2)
         g = torch.Generator().manual_seed(0)
         self.test_sets = {
@@ -421,6 +427,8 @@ class MotorTask(Task):
         if not rule.online:
             rollout = batch.rollout(model, gains, generator)
             loss = pretraining_loss(model, rollout, self.weight_penalty, self.rate_penalty)
+            if self.mle is not None:
+                loss = loss + self.mle(model, torch.cat([batch.inputs, batch.v_ref], -1), gains)
             rule.update(
                 model, Context(loss=loss, output=rollout.v, target=batch.v_ref, signals={"feedback_error": rollout.e})
             )
@@ -448,6 +456,8 @@ class MotorTask(Task):
         before_update: BatchHook | None = None,
     ) -> dict[str, float]:
         model.train()
+        if rule.online and self.mle is not None:
+            raise ConfigError(f"mle_weight adds a loss term that online rule '{rule.name}' never sees: use bp")
         total = 0.0
         for step in range(self.iterations):
             trials = self.sample(generator)
@@ -484,10 +494,11 @@ def reaching(
     rate_penalty: float = 2e-3,
     clip_grad_norm: float | None = 0.2,
     device: str = "cpu",
+    mle_weight: float = 0.0,
 ) -> MotorTask:
     """Random planar reaches through a feedback-controlled rate RNN: pre-training (Kaleb et al. 2024)."""
     return MotorTask("random", batch_size, iterations, timing, 0.0, "reference", 1.0, push_prob,
-                     weight_penalty, rate_penalty, clip_grad_norm, device)  # fmt: skip
+                     weight_penalty, rate_penalty, clip_grad_norm, device, mle_weight)  # fmt: skip
 
 
 @register("reach-adaptation")

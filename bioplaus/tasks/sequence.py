@@ -23,7 +23,10 @@ Training: batch rules get one context for the whole sequence (``rule.update``); 
 (``rule.online``, e.g. ``tbptt_stream``) see the model run one step at a time and get a context
 per step (``rule.step``, with ``ctx.t``, that step's loss or ``None``, and
 ``ctx.signals["sequence_end"]``). Gradients are clipped to a global norm of ``clip_grad_norm``
-(1.0, as the SAB code) before the optimizer step.
+(1.0, as the SAB code) before the optimizer step. ``mle_weight > 0`` adds the MLE regulariser
+(:mod:`bioplaus.analysis.mle_regularizer`) to a batch rule's loss: ``mle_weight`` times the
+finite-time maximal Lyapunov exponent of the model's state map along the batch's sequences
+(``lstm`` models; online rules cannot take it).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bioplaus import data
+from bioplaus.analysis.mle_regularizer import MLERegularizer
 from bioplaus.core import Context, Rule, TaskSpec
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.tasks._registry import register
@@ -93,6 +97,7 @@ class SequenceTask(Task):
         loss_last: the loss covers the last this many steps (``None``: every step).
         score_last: accuracy (``"ce"``) is computed over the last this many steps.
         clip_grad_norm: clip the global gradient norm to this before each step (``None``: never).
+        mle_weight: weight of the MLE regulariser in a batch rule's loss (0: none).
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class SequenceTask(Task):
         loss_last: int | None,
         score_last: int,
         clip_grad_norm: float | None,
+        mle_weight: float = 0.0,
     ):
         if loss not in ("ce", "mse"):
             raise ConfigError(f"loss must be 'ce' or 'mse', got {loss!r}")
@@ -111,6 +117,7 @@ class SequenceTask(Task):
         self.name, self.spec, self.loss_kind = name, spec, loss
         self.loss_last, self.score_last, self.clip_grad_norm = loss_last, score_last, clip_grad_norm
         self.test_sets: dict[str, Batch] = {}
+        self.mle = MLERegularizer(mle_weight) if mle_weight != 0 else None
 
     def batches(self, generator: torch.Generator) -> Iterator[Batch]:
         """The training batches of one epoch."""
@@ -160,7 +167,10 @@ class SequenceTask(Task):
         x, y = batch
         output = model(x)
         self.check_output(output, x)
-        return Context(loss=self.sequence_loss(output, y), output=output, target=y)
+        loss = self.sequence_loss(output, y)
+        if self.mle is not None:
+            loss = loss + self.mle(model, x)
+        return Context(loss=loss, output=output, target=y)
 
     def _batch_update(self, model: nn.Module, rule: Rule, batch: Batch, step: int) -> torch.Tensor:
         ctx = self.make_context(model, batch)
@@ -201,6 +211,11 @@ class SequenceTask(Task):
         before_update: BatchHook | None = None,
     ) -> dict[str, float]:
         model.train()
+        if rule.online and self.mle is not None:
+            raise ConfigError(
+                f"mle_weight adds a loss term that online rule '{rule.name}' never sees: use a batch rule "
+                "(bp, bptt, tbptt) or mle_weight=0"
+            )
         update = self._online_update if rule.online else self._batch_update
         totals: dict[str, float] = {}
         n = 0
@@ -248,6 +263,7 @@ class SyntheticSequenceTask(SequenceTask):
         transfer: also test at these multiples of ``T`` (splits ``test_T{k·T}``).
         data_seed: seed of the test sets.
         device: where the data lives.
+        mle_weight: see :class:`SequenceTask`.
     """
 
     def __init__(
@@ -266,6 +282,7 @@ class SyntheticSequenceTask(SequenceTask):
         transfer: Sequence[int] = (2, 4),
         data_seed: int = 0,
         device: str = "cpu",
+        mle_weight: float = 0.0,
     ):
         for what, value in (("T", T), ("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch)):
             _positive(value, what)
@@ -275,7 +292,8 @@ class SyntheticSequenceTask(SequenceTask):
         self.make_batch, self.T, self.batch_size, self.steps_per_epoch = make_batch, T, batch_size, steps_per_epoch
         self.device = device
         x, _ = make_batch(1, T, torch.Generator().manual_seed(0))
-        super().__init__(name, TaskSpec(tuple(x.shape[1:]), n_out), loss, loss_last, score_last, clip_grad_norm)
+        spec = TaskSpec(tuple(x.shape[1:]), n_out)
+        super().__init__(name, spec, loss, loss_last, score_last, clip_grad_norm, mle_weight)
         for factor in sorted({1, *transfer}):
             length = factor * T
             x, y = make_batch(n_test, length, torch.Generator().manual_seed(data_seed + length))
@@ -297,6 +315,7 @@ def delayed_recall(
     clip_grad_norm: float | None = 1.0,
     data_seed: int = 0,
     device: str = "cpu",
+    mle_weight: float = 0.0,
 ) -> SyntheticSequenceTask:
     """Recall one symbol after T steps: symbol, T−1 blanks, marker, answer at the last step (chance 1/8)."""
     return SyntheticSequenceTask(
@@ -314,6 +333,7 @@ def delayed_recall(
         transfer,
         data_seed,
         device,
+        mle_weight,
     )
 
 
@@ -328,6 +348,7 @@ def copy_memory(
     clip_grad_norm: float | None = 1.0,
     data_seed: int = 0,
     device: str = "cpu",
+    mle_weight: float = 0.0,
 ) -> SyntheticSequenceTask:
     """Copying memory: reproduce n_copy symbols after a delay of T steps (the SAB paper's copy task)."""
     _positive(n_copy, "n_copy")
@@ -346,6 +367,7 @@ def copy_memory(
         transfer,
         data_seed,
         device,
+        mle_weight,
     )
 
 
@@ -359,6 +381,7 @@ def adding(
     clip_grad_norm: float | None = 1.0,
     data_seed: int = 0,
     device: str = "cpu",
+    mle_weight: float = 0.0,
 ) -> SyntheticSequenceTask:
     """Adding problem: the sum of the two marked values of a length-T sequence, at the last step (MSE)."""
     return SyntheticSequenceTask(
@@ -376,6 +399,7 @@ def adding(
         transfer,
         data_seed,
         device,
+        mle_weight,
     )
 
 
@@ -392,6 +416,7 @@ class PixelSequenceTask(SequenceTask):
         clip_grad_norm: see :class:`SequenceTask`.
         data_seed: seed of the permutation and the subsets.
         device: where the data lives.
+        mle_weight: see :class:`SequenceTask`.
     """
 
     def __init__(
@@ -405,6 +430,7 @@ class PixelSequenceTask(SequenceTask):
         clip_grad_norm: float | None = 1.0,
         data_seed: int = 0,
         device: str = "cpu",
+        mle_weight: float = 0.0,
     ):
         n_pixels = math.prod(dataset.input_shape)
         if _positive(pixels_per_step, "pixels_per_step") and n_pixels % pixels_per_step:
@@ -418,7 +444,7 @@ class PixelSequenceTask(SequenceTask):
         x_test, y_test = self._sequences(dataset.x_test, dataset.y_test, order, n_test, pixels_per_step, subsets)
         name = f"{'permuted-' if permuted else ''}pixel-{dataset.name}"
         spec = TaskSpec(tuple(self.x_train.shape[1:]), dataset.n_classes)
-        super().__init__(name, spec, "ce", 1, 1, clip_grad_norm)
+        super().__init__(name, spec, "ce", 1, 1, clip_grad_norm, mle_weight)
         self.test_sets["test"] = (x_test.to(device), y_test.to(device))
         self.x_train, self.y_train = self.x_train.to(device), self.y_train.to(device)
 
@@ -454,9 +480,19 @@ def _pixel_task(loader: Callable[..., data.Dataset], description: str) -> Callab
         clip_grad_norm: float | None = 1.0,
         data_seed: int = 0,
         device: str = "cpu",
+        mle_weight: float = 0.0,
     ) -> PixelSequenceTask:
         return PixelSequenceTask(
-            loader(root=root), permuted, pixels_per_step, batch_size, n_train, n_test, clip_grad_norm, data_seed, device
+            loader(root=root),
+            permuted,
+            pixels_per_step,
+            batch_size,
+            n_train,
+            n_test,
+            clip_grad_norm,
+            data_seed,
+            device,
+            mle_weight,
         )
 
     factory.__doc__ = description
