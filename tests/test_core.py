@@ -125,7 +125,7 @@ def test_rule_registry_lists_builds_and_rejects():
     assert {"bp", "fa", "dfa"} <= set(bioplaus.rules.available())
     dfa = bioplaus.rules.get("dfa", low=0.0)
     assert dfa.low == 0.0 and dfa.hparams()["low"] == 0.0
-    known = "known rules: bp, (\\w+, )*dfa, fa"
+    known = "known rules: bp, (\\w+, )*dfa, (\\w+, )*fa"
     with pytest.raises(ConfigError, match=f"unknown rule 'dfx' \\(did you mean 'dfa'\\?\\); {known}"):
         bioplaus.rules.get("dfx")
     with pytest.raises(ConfigError, match="rule 'fa' has no option 'scal'.*its options: scale, seed"):

@@ -8,6 +8,7 @@ from torch import nn
 
 from bioplaus.core.spec import TaskSpec
 from bioplaus.nets._registry import MODELS, register
+from bioplaus.nets.ad import ADNet
 from bioplaus.nets.conventional import ConventionalNet
 from bioplaus.nets.convnet import ConvNet
 from bioplaus.nets.lstm import LSTMNet, SequenceNet
@@ -29,6 +30,7 @@ def get(name: str, spec: TaskSpec, **options: Any) -> nn.Module:
 
 
 __all__ = [
+    "ADNet",
     "RateRNN",
     "MLP",
     "AttentiveLSTM",

@@ -17,6 +17,7 @@ from bioplaus.core.rule import Rule
 from bioplaus.rules._registry import RULES, register
 from bioplaus.rules.backprop import Backprop
 from bioplaus.rules.direct_feedback_alignment import DirectFeedbackAlignment
+from bioplaus.rules.distributed_td import DistributedTD
 from bioplaus.rules.feedback_alignment import FeedbackAlignment
 from bioplaus.rules.feedback_control import FED, RFLO, OnlineBPTT
 from bioplaus.rules.gevb import GEVB, ScalarCreditBackprop
@@ -39,6 +40,7 @@ __all__ = [
     "BPTT",
     "Backprop",
     "DirectFeedbackAlignment",
+    "DistributedTD",
     "FED",
     "FeedbackAlignment",
     "GEVB",

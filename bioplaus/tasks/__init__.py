@@ -8,6 +8,7 @@ from bioplaus.tasks._registry import TASKS, register
 from bioplaus.tasks.base import Task, check_finite
 from bioplaus.tasks.classification import ClassificationTask
 from bioplaus.tasks.motor import MotorTask
+from bioplaus.tasks.rl.dqn import DQNTask
 from bioplaus.tasks.sequence import SequenceTask
 
 available = TASKS.available
@@ -26,6 +27,7 @@ def get(name: str, **options: Any) -> Task:
 
 __all__ = [
     "ClassificationTask",
+    "DQNTask",
     "MotorTask",
     "SequenceTask",
     "Task",
