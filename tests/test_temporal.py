@@ -187,6 +187,8 @@ def test_streaming_defers_memory_credit_and_detach_undoes_it():
     rule.attach(model)
     assert model.defer_credit
     model(torch.randn(2, 12, 3))
-    assert model._deferred and all(leaf.is_leaf and leaf.requires_grad for _, leaf in model._deferred)
+    assert not model.bank.chain and model.bank.token is None  # no write waits on later reads
     rule.detach(model)
+    model(torch.randn(2, 12, 3))
+    assert model.bank.chain and model.bank.token is not None
     assert not model.defer_credit and model.lstm.settings == RecurrentSettings()

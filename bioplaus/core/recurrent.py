@@ -147,32 +147,15 @@ class StoredStates:
 
     Later truncation segments reach back into stored states, so a backward per segment would walk
     through each stored state's own graph again and again. With :attr:`defer_credit` on (set by
-    a streaming rule), a module enters each stored state into the graph as a leaf: segment
-    backwards stop there and accumulate the state's gradient in ``leaf.grad``; at the end of the
-    sequence :meth:`release_credit` sends every accumulated gradient through the state's own graph
+    a streaming rule before the sequence starts), such a module lets segment backwards stop at
+    its stored states, accumulates their gradients, and :meth:`release_credit` (called by the
+    rule at the sequence end) sends each accumulated gradient through the state's own graph
     once, newest first (a state's graph only reaches states stored before it), so every node is
     walked as often as in a single backward.
-
-    Subclasses pass each state they store through :meth:`_defer` and call :meth:`_reset_deferred`
-    in ``__init__`` and at sequence start.
     """
 
     defer_credit: bool = False
 
-    def _defer(self, stored: torch.Tensor) -> torch.Tensor:
-        """What to put in the store: ``stored`` itself, or (deferring) a leaf copy whose gradient is kept."""
-        if not (self.defer_credit and stored.requires_grad):
-            return stored
-        leaf = stored.detach().requires_grad_()
-        self._deferred.append((stored, leaf))
-        return leaf
-
-    def _reset_deferred(self) -> None:
-        self._deferred: list[tuple[torch.Tensor, torch.Tensor]] = []
-
     def release_credit(self) -> None:
-        """Back-propagate the gradients the stored leaves gathered through their own graphs, newest first."""
-        for stored, leaf in reversed(self._deferred):
-            if leaf.grad is not None:
-                stored.backward(leaf.grad, retain_graph=True)  # nodes shared within a segment are walked again
-        self._reset_deferred()
+        """Back-propagate the gradients the stored states gathered through their own graphs, newest first."""
+        raise NotImplementedError

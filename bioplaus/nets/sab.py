@@ -37,15 +37,17 @@ Choices where the paper, the official code and this module differ (all selectabl
   the exact gradient of this forward function, and the (k_top+1)-th memory receives gradient
   through its score, not through its value.
 
-Implementation (``gather=True``): the scores of all memories are computed under ``no_grad`` to
-rank them; only the winners (``k_top + 1`` of them, the threshold's included) are rescored with
-the graph, picked by their indices, which is all the graph saves of the bank (``torch.gather``
-would save the whole bank). The attention graph thus grows as ``O(T · k_top)``, not
-``O(T²/k_att)``; ``gather=False`` scores every memory with the graph and masks, the same
-function and gradients at quadratic memory (kept as the test oracle). With the MLP scorer the
-winners' read (rescoring, sparsifier, weighted sum) is one autograd node with a hand-written
-backward (:class:`~bioplaus.nets.sab_read.SparseRead`), about twenty eager nodes fewer per
-step; the official scorer runs the same steps as ordinary autograd operations.
+Implementation (``gather=True``): the scores of all memories are computed without a graph to
+rank them; only the winners (``k_top + 1`` of them, the threshold's included) enter the graph,
+picked by their indices, which is all the graph saves of the memory (``torch.gather`` would
+save all of it). The attention graph thus grows as ``O(T · k_top)``, not ``O(T²/k_att)``;
+``gather=False`` scores every memory with the graph and masks, the same function and gradients
+at quadratic memory (kept as the test oracle). With the MLP scorer the whole read (ranking,
+top-k, sparsifier, weighted sum) is one autograd node with a hand-written backward
+(:class:`~bioplaus.nets.sab_read.SparseRead`); the official scorer runs the same steps as
+ordinary autograd operations. The memory is a :class:`~bioplaus.nets.sab_memory.MemoryBank`:
+a buffer without graph whose gradient reaches each stored state through a side channel, so
+neither writes nor reads cost time in proportion to the memory's size, beyond the ranking.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from bioplaus.core.recurrent import StoredStates
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets._registry import register
 from bioplaus.nets.lstm import SequenceNet, sequence_sizes
+from bioplaus.nets.sab_memory import MemoryBank
 from bioplaus.nets.sab_read import TINY, SparseRead
 from bioplaus.registry import did_you_mean
 
@@ -105,6 +108,7 @@ class MLPScorer(nn.Module):
 
     def __init__(self, hidden: int, score_hidden: int):
         super().__init__()
+        self.key_size = score_hidden
         self.query_proj = Linear(hidden, score_hidden)
         self.key_proj = Linear(hidden, score_hidden, bias=False)
         self.v = Linear(score_hidden, 1, bias=False)
@@ -121,21 +125,10 @@ class MLPScorer(nn.Module):
         """Scores ``(batch, n)`` of ``n`` keys ``(batch, n, score_hidden)``."""
         return self.v(torch.tanh(q.unsqueeze(1) + keys)).squeeze(2)
 
-    @torch.no_grad()
-    def rank(self, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """An increasing function of :meth:`score`, for ranking: ``vᵀ σ(2u) = (a + Σv)/2`` (``tanh u = 2σ(2u) − 1``).
-
-        The same order as the scores at a fraction of the cost (``torch.tanh`` is several times
-        slower than ``torch.sigmoid`` on common CPUs), and ranking is where a step touches every memory.
-        """
-        return (keys + q.unsqueeze(1)).mul_(2).sigmoid_() @ self.v.weight[0]
-
-    def read(
-        self, q: torch.Tensor, bank: torch.Tensor, rows: torch.Tensor, idx: torch.Tensor, k_top: int, threshold: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summary ``s`` and weights of the winners ``bank[rows, idx]``, as one autograd node (:class:`SparseRead`)."""
-        _, shift, eps = THRESHOLDS[threshold]
-        return SparseRead.apply(q, self.v.weight, bank, rows, idx, shift, eps)
+    def read(self, q: torch.Tensor, bank: MemoryBank, k_top: int, threshold: str) -> tuple[torch.Tensor, ...]:
+        """Summary ``s``, weights and slots of the winners, as one autograd node (:class:`SparseRead`)."""
+        extra, shift, eps = THRESHOLDS[threshold]
+        return SparseRead.apply(q, self.v.weight, bank.link(), bank, k_top + extra, shift, eps)
 
 
 class OfficialScorer(nn.Module):
@@ -147,6 +140,7 @@ class OfficialScorer(nn.Module):
 
     def __init__(self, hidden: int):
         super().__init__()
+        self.key_size = 1
         self.w_query = Linear(hidden, 1, bias=False)
         self.w_key = Linear(hidden, 1, bias=False)
         for layer in (self.w_query, self.w_key):
@@ -165,14 +159,13 @@ class OfficialScorer(nn.Module):
     def rank(self, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         return self.score(q, keys)
 
-    def read(
-        self, q: torch.Tensor, bank: torch.Tensor, rows: torch.Tensor, idx: torch.Tensor, k_top: int, threshold: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summary ``s`` and weights of the winners ``bank[rows, idx]`` (advanced indexing saves only ``idx``)."""
-        winners = bank[rows, idx]
-        hidden = bank.shape[2] - q.shape[1]
-        w = sparsify(self.score(q, winners[..., hidden:]), k_top, threshold)
-        return (w.unsqueeze(2) * winners[..., :hidden]).sum(1), w
+    def read(self, q: torch.Tensor, bank: MemoryBank, k_top: int, threshold: str) -> tuple[torch.Tensor, ...]:
+        """Summary ``s``, weights and slots of the winners; advanced indexing saves only the indices."""
+        slots, H = bank.read_all(), bank.hidden
+        idx = self.rank(q, slots[..., H:]).topk(k_top + THRESHOLDS[threshold][0], 1).indices
+        winners = slots[bank.rows, idx]
+        w = sparsify(self.score(q, winners[..., H:]), k_top, threshold)
+        return (w.unsqueeze(2) * winners[..., :H]).sum(1), w, idx
 
 
 class AttentiveLSTM(SequenceNet, StoredStates):
@@ -193,7 +186,7 @@ class AttentiveLSTM(SequenceNet, StoredStates):
             with the graph and mask (``False``; same function, quadratic memory; a test oracle).
     """
 
-    _transient = ("state", "bank", "_rows", "_log", "_deferred")
+    _transient = ("state", "bank", "_log")
 
     def __init__(
         self,
@@ -224,47 +217,46 @@ class AttentiveLSTM(SequenceNet, StoredStates):
             if _choice(scorer, SCORERS, "scorer") == "mlp"
             else OfficialScorer(hidden)
         )
-        self.bank: torch.Tensor | None = None
-        """The memory, ``(batch, slots, H + key size)``: each slot is ``[m_i; key_i]``."""
-        self._rows: torch.Tensor | None = None
+        self.bank: MemoryBank | None = None
+        """The memory of this sequence (slots ``[m_i; key_i]``), made by :meth:`reset_state`."""
         self._log: list[torch.Tensor] | None = None
-        self._reset_deferred()
 
     @property
     def memory_slots(self) -> int:
         """Memories stored so far in this sequence (``1 + ⌊t/k_att⌋`` after ``t`` steps)."""
-        return 0 if self.bank is None else self.bank.shape[1]
+        return 0 if self.bank is None else self.bank.n
 
     def _reset_core(self, batch_size: int) -> None:
-        self.bank = None
-        self._reset_deferred()
-        self._rows = torch.arange(batch_size, device=self.readout.weight.device).unsqueeze(1)
-        self._write(self.state[0])
+        h0 = self.state[0]
+        self.bank = MemoryBank(h0, batch_size, self.hidden, self.scorer.key_size, chain=not self.defer_credit)
+        self._write(h0)
+
+    def release_credit(self) -> None:
+        if self.bank is not None:
+            self.bank.release()
 
     def _write(self, h: torch.Tensor) -> None:
         """Append ``h`` and its key (computed once, here) to the memory."""
-        slot = self._defer(torch.cat([h, self.scorer.key(h)], 1).unsqueeze(1))
-        self.bank = slot if self.bank is None else torch.cat([self.bank, slot], 1)
+        self.bank.write(h, self.scorer.key(h))
 
     def _attend(self, h_hat: torch.Tensor) -> torch.Tensor:
         """The summary ``s_t = Σ_i w_i m_i`` for the provisional state ``ĥ_t``."""
         H, q, bank = self.hidden, self.scorer.query(h_hat), self.bank
-        n = bank.shape[1]
+        n = bank.n
         if self.attention == "sparse" and self.gather and n > self.k_top:
-            rank = self.k_top + THRESHOLDS[self.threshold][0]
-            idx = self.scorer.rank(q, bank[..., H:]).topk(rank, 1).indices
-            s, w = self.scorer.read(q, bank, self._rows, idx, self.k_top, self.threshold)
+            s, w, idx = self.scorer.read(q, bank, self.k_top, self.threshold)
             self._record(lambda: h_hat.new_zeros(h_hat.shape[0], n).scatter(1, idx, w))
             return s
+        slots = bank.read_all()
         if self.attention == "softmax":
-            w = torch.softmax(self.scorer.score(q, bank[..., H:]), 1)
+            w = torch.softmax(self.scorer.score(q, slots[..., H:]), 1)
         elif n <= self.k_top:
             raw = self.small_memory == "raw"
-            w = self.scorer.score(q, bank[..., H:]) if raw else h_hat.new_full((h_hat.shape[0], n), 1.0 / n)
+            w = self.scorer.score(q, slots[..., H:]) if raw else h_hat.new_full((h_hat.shape[0], n), 1.0 / n)
         else:
-            w = sparsify(self.scorer.score(q, bank[..., H:]), self.k_top, self.threshold)
+            w = sparsify(self.scorer.score(q, slots[..., H:]), self.k_top, self.threshold)
         self._record(lambda: w)
-        return (w.unsqueeze(2) * bank[..., :H]).sum(1)
+        return (w.unsqueeze(2) * slots[..., :H]).sum(1)
 
     def _record(self, weights: Callable[[], torch.Tensor]) -> None:
         """Log this step's attention over every slot (``(batch, slots)``) when :meth:`attention_map` asks."""

@@ -1,7 +1,7 @@
-r"""SAB's sparse memory read with the MLP scorer, fused into one autograd node.
+r"""SAB's sparse memory read with the MLP scorer (ranking, top-k, sparsifier, sum), one autograd node.
 
-For the ``R`` winners ``j`` of a row (picked beforehand by ranking, ``R = k_top + 1``, or
-``k_top`` for the official threshold), with memory slots ``[m_j; κ_j]`` (value and key):
+Every slot ``[m_j; κ_j]`` (value and key) of the memory is scored, the ``R`` best are kept
+(``R = k_top + 1``, or ``k_top`` for the official threshold) and read:
 
 .. math::
 
@@ -25,9 +25,10 @@ same function and its exact gradient by hand, from the upstream ``g = ∂L/∂s`
 
 (the threshold is not detached, as in the official code, so the score defining ``τ`` gets
 ``−Σ ā``). ``tanh u`` is computed as ``2σ(2u) − 1``, the same value to rounding, because
-``torch.tanh`` is several times slower than ``torch.sigmoid`` on CPUs. The memory gradient is
-scattered into a bank-shaped tensor (the winners' indices are saved, never the bank), so the
-graph per step holds ``O(R)`` slots, as with advanced indexing.
+``torch.tanh`` is several times slower than ``torch.sigmoid`` on CPUs. Ranking needs no graph;
+only the winners' values, ``σ(2u_j)`` and indices are saved, so the graph per step holds
+``O(R)`` slots. The memory gradient ``(m̄_j, κ̄_j)`` is added into the bank's gradient buffer at
+the winners' slots (:mod:`~bioplaus.nets.sab_memory`), never returned as a bank-shaped tensor.
 """
 
 from __future__ import annotations
@@ -44,44 +45,53 @@ def _tanh(u: torch.Tensor) -> torch.Tensor:
 
 
 class SparseRead(torch.autograd.Function):
-    """``(s, w) = read(q, v, bank, rows, idx)``; see the module docstring for the maths.
+    """``(s, w, idx) = read(q, v, link, bank, R, δ, ε)``: rank every slot, keep ``R`` winners, read them.
 
     Inputs: ``q`` ``(B, K)`` query term ``W_q ĥ + b_q``; ``v`` ``(1, K)`` scorer output weight;
-    ``bank`` ``(B, S, H + K)`` memory slots ``[m; κ]``; ``rows`` ``(B, 1)`` and ``idx`` ``(B, R)``
-    the winners' batch rows and slots; ``shift`` δ and ``eps`` ε. Outputs: the summary ``s``
-    ``(B, H)`` and the winners' weights ``w`` ``(B, R)`` (not differentiable; for logging).
+    ``link`` the bank's token (orders this read before the writes' backward, see
+    :mod:`~bioplaus.nets.sab_memory`); ``bank`` the :class:`~bioplaus.nets.sab_memory.MemoryBank`
+    (more than ``R`` slots); ``R`` winners kept (``k_top + 1``, or ``k_top`` for the official
+    threshold); ``shift`` δ and ``eps`` ε. Outputs: the summary ``s`` ``(B, H)``, and, not
+    differentiable (for logging), the winners' weights ``w`` and slots ``idx`` ``(B, R)``.
+
+    Ranking scores every slot by ``a' = vᵀσ(2(q + κ)) = (a + Σv)/2``, an increasing function of
+    ``a``, so ``topk`` returns the winners sorted, the threshold's at the end, and
+    ``a_j − τ = 2(a'_j − a'_R)``. The backward adds ``(w_j g, ū_j)`` into the bank's gradient
+    buffer at the winners' slots (the side channel) and returns the gradients of ``q`` and ``v``.
     """
 
     @staticmethod
-    def forward(ctx, q, v, bank, rows, idx, shift: float, eps: float):  # type: ignore[override]
-        B, S, D = bank.shape
-        H, R = D - q.shape[1], idx.shape[1]
-        flat = (rows * S + idx).view(-1)
-        winners = bank.reshape(B * S, D).index_select(0, flat).view(B, R, D)
-        values = winners[..., :H]
-        t = _tanh(winners[..., H:] + q.unsqueeze(1))
-        a = t @ v[0]
-        low, low_at = a.min(1, keepdim=True)
-        r = (a - low).sub_(shift).relu_() if shift else (a - low).relu_()
+    def forward(ctx, q, v, link, bank, rank: int, shift: float, eps: float):  # type: ignore[override]
+        H, n = bank.hidden, bank.n
+        B, _, D = bank.data.shape
+        q2 = q.unsqueeze(1) * 2
+        score = torch.add(q2, bank.data[:, :n, H:], alpha=2).sigmoid_() @ v[0]  # a' = vᵀσ(2u), (B, n)
+        top, idx = score.topk(rank, 1)
+        r = (top - top[:, -1:]).mul_(2)
+        if shift:
+            r.sub_(shift).relu_()
         total = r.sum(1, keepdim=True)
         total = total.add_(eps) if eps else total.clamp_min_(TINY)
         w = r.div_(total)
+        winners = bank.data.view(-1, D).index_select(0, bank.flat(idx)).view(B, rank, D)
+        values = winners[..., :H]
         s = (w.unsqueeze(2) * values).sum(1)
-        ctx.save_for_backward(v, values, t, w, total, low_at, flat)
-        ctx.bank_shape = bank.shape
-        ctx.mark_non_differentiable(w)
-        return s, w
+        sig = torch.add(q2, winners[..., H:], alpha=2).sigmoid_()  # the winners' σ(2u), for the backward
+        ctx.save_for_backward(v, values, sig, w, total, idx)
+        ctx.bank = bank
+        ctx.mark_non_differentiable(w, idx)
+        return s, w, idx
 
     @staticmethod
-    def backward(ctx, g_s, _g_w):  # type: ignore[override]
-        v, values, t, w, total, low_at, flat = ctx.saved_tensors
-        B, S, D = ctx.bank_shape
-        g_w = (values * g_s.unsqueeze(1)).sum(2)
+    def backward(ctx, g_s, _g_w, _g_idx):  # type: ignore[override]
+        v, values, sig, w, total, idx = ctx.saved_tensors
+        g_w = torch.bmm(values, g_s.unsqueeze(2)).squeeze(2)
         g_r = (g_w - (w * g_w).sum(1, keepdim=True)).div_(total)
         g_a = g_r.mul_(w > 0)
-        g_a.scatter_add_(1, low_at, -g_a.sum(1, keepdim=True))
-        g_u = (1 - t * t).mul_(g_a.unsqueeze(2) * v)
-        g_v = (g_a.unsqueeze(2) * t).sum((0, 1)).unsqueeze(0)
-        g_winners = torch.cat([w.unsqueeze(2) * g_s.unsqueeze(1), g_u], 2).view(-1, D)
-        g_bank = g_winners.new_zeros(B * S, D).index_add_(0, flat, g_winners).view(B, S, D)
-        return g_u.sum(1), g_v, g_bank, None, None, None, None
+        g_a[:, -1:].sub_(g_a.sum(1, keepdim=True))  # the threshold's score (its own weight is 0)
+        g_u = torch.addcmul(sig, sig, sig, value=-1).mul_(v[0] * 4).mul_(g_a.unsqueeze(2))  # ā v (1 − t²)
+        g_v = (g_a.view(1, -1) @ sig.view(-1, sig.shape[2])).mul_(2).sub_(g_a.sum())  # Σ ā t, t = 2σ − 1
+        g_slots = torch.cat([w.unsqueeze(2) * g_s.unsqueeze(1), g_u], 2)
+        bank = ctx.bank
+        bank.grad_buffer().index_add_(0, bank.flat(idx), g_slots.view(-1, g_slots.shape[2]))
+        return g_u.sum(1), g_v, None, None, None, None, None
