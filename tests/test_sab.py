@@ -85,6 +85,25 @@ def test_sparse_gather_equals_dense_masked(options, k_trunc, float64):
         assert g_gather["scorer." + next(iter(dict(out_g.scorer.named_parameters())))].abs().sum() > 0
 
 
+def test_memory_growth_and_repeated_backward_keep_gradients_exact(float64):
+    """Past the memory buffer's first capacity (16 slots), and over two backward passes of one graph
+    (the memory's gradient side channel must not keep stale credit), gather = dense."""
+    x = torch.randn(2, 40, N_IN)
+    grads = {}
+    for gather in (True, False):
+        model = sab(gather=gather)
+        rules.get("tbptt", k_trunc=5).attach(model)
+        loss = model(x).pow(2).mean()
+        first = torch.autograd.grad(loss, list(model.parameters()), retain_graph=True)
+        second = torch.autograd.grad(loss, list(model.parameters()))
+        assert model.memory_slots == 41 and model.bank.capacity > 16
+        for a, b in zip(first, second, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        grads[gather] = first
+    for a, b in zip(grads[True], grads[False], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
 def test_credit_locality_tbptt_cannot_reach_x0_sab_can(float64):
     """∂L_T/∂x_0 is exactly 0 under TBPTT(2); SAB(k_trunc=2) reaches x_0 through selected memories."""
     T, spec = 24, TaskSpec((24, N_IN), 4)

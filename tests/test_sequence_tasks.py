@@ -35,9 +35,12 @@ def test_adding_layout():
         adding_batch(1, 1, torch.Generator())
 
 
-@pytest.mark.parametrize(("name", "loss_steps"), [("delayed-recall", None), ("adding", 1)])
-def test_step_losses_sum_to_the_sequence_loss(name, loss_steps, float64):
-    task = tasks.get(name, T=6, **TINY)
+@pytest.mark.parametrize(
+    ("name", "options", "loss_steps"),
+    [("delayed-recall", {}, None), ("delayed-recall", {"loss_last": 1}, 1), ("adding", {}, 1)],
+)
+def test_step_losses_sum_to_the_sequence_loss(name, options, loss_steps, float64):
+    task = tasks.get(name, T=6, **TINY, **options)
     x, y = next(task.batches(torch.Generator()))
     out = torch.randn(*x.shape[:2], task.spec.n_out)
     parts = [task.step_loss(out[:, t], y[:, t], t, x.shape[1]) for t in range(x.shape[1])]
@@ -110,7 +113,12 @@ def test_wrong_models_are_named():
 
 @pytest.mark.parametrize(
     ("options", "match"),
-    [({"T": 0}, "T must"), ({"transfer": [0]}, "transfer"), ({"clip_grad_norm": -1.0}, "clip_grad_norm")],
+    [
+        ({"T": 0}, "T must"),
+        ({"transfer": [0]}, "transfer"),
+        ({"clip_grad_norm": -1.0}, "clip_grad_norm"),
+        ({"loss_last": 0}, "loss_last"),
+    ],
 )
 def test_bad_task_options(options, match):
     with pytest.raises(ConfigError, match=match):

@@ -114,6 +114,8 @@ class SequenceTask(Task):
             raise ConfigError(f"loss must be 'ce' or 'mse', got {loss!r}")
         if clip_grad_norm is not None and not clip_grad_norm > 0:
             raise ConfigError(f"clip_grad_norm must be positive or None (no clipping), got {clip_grad_norm}")
+        if loss_last is not None and (isinstance(loss_last, bool) or not isinstance(loss_last, int) or loss_last < 1):
+            raise ConfigError(f"loss_last must be a positive integer or None (every step), got {loss_last!r}")
         self.name, self.spec, self.loss_kind = name, spec, loss
         self.loss_last, self.score_last, self.clip_grad_norm = loss_last, score_last, clip_grad_norm
         self.test_sets: dict[str, Batch] = {}
@@ -316,15 +318,20 @@ def delayed_recall(
     data_seed: int = 0,
     device: str = "cpu",
     mle_weight: float = 0.0,
+    loss_last: int | None = None,
 ) -> SyntheticSequenceTask:
-    """Recall one symbol after T steps: symbol, T−1 blanks, marker, answer at the last step (chance 1/8)."""
+    """Recall one symbol after T steps: symbol, T−1 blanks, marker, answer at the last step (chance 1/8).
+
+    The loss is the cross-entropy over every step (``loss_last=None``, as the official copy task
+    trains: blanks are predicted too) or over the last ``loss_last`` steps (1: the answer only).
+    """
     return SyntheticSequenceTask(
         "delayed-recall",
         lambda n, length, g: copy_batch(n, length, g, n_copy=1),
         T,
         N_SYMBOLS + 1,
         "ce",
-        None,
+        loss_last,
         1,
         clip_grad_norm,
         batch_size,
