@@ -128,7 +128,7 @@ class MLPScorer(nn.Module):
     def read(self, q: torch.Tensor, bank: MemoryBank, k_top: int, threshold: str) -> tuple[torch.Tensor, ...]:
         """Summary ``s``, weights and slots of the winners, as one autograd node (:class:`SparseRead`)."""
         extra, shift, eps = THRESHOLDS[threshold]
-        return SparseRead.apply(q, self.v.weight, bank.link(), bank, k_top + extra, shift, eps)
+        return SparseRead.apply(q, self.v.weight, bank.link(), bank.store, k_top + extra, shift, eps)
 
 
 class OfficialScorer(nn.Module):
@@ -161,9 +161,9 @@ class OfficialScorer(nn.Module):
 
     def read(self, q: torch.Tensor, bank: MemoryBank, k_top: int, threshold: str) -> tuple[torch.Tensor, ...]:
         """Summary ``s``, weights and slots of the winners; advanced indexing saves only the indices."""
-        slots, H = bank.read_all(), bank.hidden
+        slots, H = bank.read_all(), bank.store.hidden
         idx = self.rank(q, slots[..., H:]).topk(k_top + THRESHOLDS[threshold][0], 1).indices
-        winners = slots[bank.rows, idx]
+        winners = slots[bank.store.rows, idx]
         w = sparsify(self.score(q, winners[..., H:]), k_top, threshold)
         return (w.unsqueeze(2) * winners[..., :H]).sum(1), w, idx
 

@@ -33,33 +33,28 @@ from __future__ import annotations
 import torch
 
 
-class MemoryBank:
-    """Slots ``[m_j; κ_j]`` of one batch of sequences, readable by :class:`ReadAll` and the fused sparse read.
+class SlotStore:
+    """The memory's buffers, without any graph: what the autograd nodes of reads and writes hold.
+
+    Kept apart from :class:`MemoryBank` (which holds the written tensors and the token, with their
+    graphs) so that no node of the graph refers back to the graph: a node whose context held the
+    bank would close a reference cycle through the token's ``grad_fn``, which Python's collector
+    cannot free, and every training iteration would leak its graph.
 
     Args:
         like: a tensor whose dtype and device the buffers take.
         batch: sequences in the batch.
         hidden: size ``H`` of a stored state ``m_j``.
         key_size: size ``K`` of its key ``κ_j``.
-        chain: order writes after later reads by the token chain (single backward); ``False``
-            defers slot credit to :meth:`release` (streaming backward).
         capacity: initial slots allocated (doubled when full).
     """
 
-    def __init__(
-        self, like: torch.Tensor, batch: int, hidden: int, key_size: int, chain: bool = True, capacity: int = 16
-    ):
-        self.hidden, self.chain, self.n = hidden, chain, 0
+    def __init__(self, like: torch.Tensor, batch: int, hidden: int, key_size: int, capacity: int = 16):
+        self.hidden, self.n = hidden, 0
         self.data = like.new_zeros(batch, capacity, hidden + key_size)
-        """The slots without graph, ``(batch, capacity, H + K)``; the first :attr:`n` are written."""
+        """The slots ``[m_j; κ_j]``, ``(batch, capacity, H + K)``; the first :attr:`n` are written."""
         self.grad: torch.Tensor | None = None
         """Accumulated ``∂L/∂[m_j; κ_j]`` from reads whose backward ran (allocated by the first one)."""
-        self.slots: list[tuple[torch.Tensor, torch.Tensor]] = []
-        """What was written, with its graph: ``(m_j, κ_j)``."""
-        self.token: torch.Tensor | None = None
-        """Output of the latest write with a graph (chain mode); reads take it as an input."""
-        self._all: torch.Tensor | None = None
-        self.anchor = like.new_zeros(()).requires_grad_() if not chain else None
         self.rows = torch.arange(batch, device=like.device).unsqueeze(1)
         """Batch row of every sequence, ``(batch, 1)``, for indexing slots per row."""
         self._offsets = self.rows * capacity
@@ -68,38 +63,26 @@ class MemoryBank:
     def capacity(self) -> int:
         return self.data.shape[1]
 
-    def link(self) -> torch.Tensor | None:
-        """The input a read takes to be ordered before the writes' backward (token, or the deferred anchor)."""
-        return self.token if self.chain else self.anchor
-
     def flat(self, idx: torch.Tensor) -> torch.Tensor:
         """Row-major positions of slots ``idx`` ``(batch, R)`` in the flattened buffers, ``(batch·R,)``."""
         return (idx + self._offsets).view(-1)
 
-    def write(self, value: torch.Tensor, key: torch.Tensor) -> None:
-        """Store ``[value; key]`` (``(batch, H)``, ``(batch, K)``) as slot :attr:`n`."""
+    def append(self, value: torch.Tensor, key: torch.Tensor) -> int:
+        """Copy ``[value; key]`` into the next slot (growing the buffers if full); returns its index."""
         if self.n == self.capacity:
-            self._grow()
+            self.data = torch.cat([self.data, torch.zeros_like(self.data)], 1)
+            self._offsets = self.rows * self.capacity
         self.data[:, self.n, : self.hidden] = value.detach()
         self.data[:, self.n, self.hidden :] = key.detach()
-        self.slots.append((value, key))
-        if self.chain and (value.requires_grad or key.requires_grad):
-            self.token = WriteSlot.apply(value, key, self.token, self, self.n)
         self.n += 1
-
-    def _grow(self) -> None:
-        self.data = torch.cat([self.data, torch.zeros_like(self.data)], 1)
-        if self.grad is not None:
-            self.grad = torch.cat([self.grad, torch.zeros_like(self.grad)], 1)
-        self._offsets = self.rows * self.capacity
+        return self.n - 1
 
     def grad_buffer(self) -> torch.Tensor:
         """:attr:`grad` flattened to ``(batch·capacity, H + K)``, allocated or grown to the data's capacity."""
         if self.grad is None:
             self.grad = torch.zeros_like(self.data)
         elif self.grad.shape[1] < self.capacity:
-            missing = self.data[:, self.grad.shape[1] :]
-            self.grad = torch.cat([self.grad, torch.zeros_like(missing)], 1)
+            self.grad = torch.cat([self.grad, torch.zeros_like(self.data[:, self.grad.shape[1] :])], 1)
         return self.grad.view(-1, self.grad.shape[2])
 
     def take_grad(self, j: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -111,13 +94,56 @@ class MemoryBank:
         g.zero_()
         return g_value, g_key
 
+
+class MemoryBank:
+    """The memory of one batch of sequences: its :class:`SlotStore`, what was written, and the token.
+
+    Args:
+        like: a tensor whose dtype and device the buffers take.
+        batch: sequences in the batch.
+        hidden: size ``H`` of a stored state ``m_j``.
+        key_size: size ``K`` of its key ``κ_j``.
+        chain: order writes after later reads by the token chain (single backward); ``False``
+            defers slot credit to :meth:`release` (streaming backward).
+    """
+
+    def __init__(self, like: torch.Tensor, batch: int, hidden: int, key_size: int, chain: bool = True):
+        self.store = SlotStore(like, batch, hidden, key_size)
+        self.chain = chain
+        self.slots: list[tuple[torch.Tensor, torch.Tensor]] = []
+        """What was written, with its graph: ``(m_j, κ_j)``."""
+        self.token: torch.Tensor | None = None
+        """Output of the latest write with a graph (chain mode); reads take it as an input."""
+        self.anchor = None if chain else like.new_zeros(()).requires_grad_()
+        self._all: torch.Tensor | None = None
+
+    @property
+    def n(self) -> int:
+        """Slots written."""
+        return self.store.n
+
+    @property
+    def capacity(self) -> int:
+        return self.store.capacity
+
+    def link(self) -> torch.Tensor | None:
+        """The input a read takes to be ordered before the writes' backward (token, or the deferred anchor)."""
+        return self.token if self.chain else self.anchor
+
+    def write(self, value: torch.Tensor, key: torch.Tensor) -> None:
+        """Store ``[value; key]`` (``(batch, H)``, ``(batch, K)``) as the next slot."""
+        j = self.store.append(value, key)
+        self.slots.append((value, key))
+        if self.chain and (value.requires_grad or key.requires_grad):
+            self.token = WriteSlot.apply(value, key, self.token, self.store, j)
+
     def release(self) -> None:
         """Deferred credit: send every slot's accumulated gradient through its own graph, newest first."""
         for j in range(self.n - 1, -1, -1):
             value, key = self.slots[j]
             if not (value.requires_grad or key.requires_grad):
                 continue
-            g_value, g_key = self.take_grad(j)
+            g_value, g_key = self.store.take_grad(j)
             if g_value is not None:
                 pairs = [(t, g) for t, g in ((value, g_value), (key, g_key)) if t.requires_grad]
                 # retain: slots written in one truncation segment share its steps
@@ -128,7 +154,7 @@ class MemoryBank:
         if self._all is None or self._all.shape[1] != self.n:  # one copy per write, shared by the reads until the next
             link = self.link()
             grad = link is not None and torch.is_grad_enabled()
-            self._all = ReadAll.apply(link, self) if grad else self.data[:, : self.n].clone()
+            self._all = ReadAll.apply(link, self.store) if grad else self.store.data[:, : self.n].clone()
         return self._all
 
 
@@ -136,27 +162,27 @@ class WriteSlot(torch.autograd.Function):
     """``token = write(m_j, κ_j, token)``: backward hands slot ``j``'s accumulated gradient to ``(m_j, κ_j)``."""
 
     @staticmethod
-    def forward(ctx, value, key, token, bank: MemoryBank, j: int):  # type: ignore[override]
-        ctx.bank, ctx.j, ctx.chained = bank, j, token is not None
+    def forward(ctx, value, key, token, store: SlotStore, j: int):  # type: ignore[override]
+        ctx.store, ctx.j, ctx.chained = store, j, token is not None
         return value.new_zeros(())
 
     @staticmethod
     def backward(ctx, g_token):  # type: ignore[override]
-        g_value, g_key = ctx.bank.take_grad(ctx.j)
+        g_value, g_key = ctx.store.take_grad(ctx.j)
         return g_value, g_key, g_token if ctx.chained else None, None, None
 
 
 class ReadAll(torch.autograd.Function):
-    """A copy of every written slot; backward adds its gradient into the bank's side channel."""
+    """A copy of every written slot; backward adds its gradient into the store's side channel."""
 
     @staticmethod
-    def forward(ctx, link, bank: MemoryBank):  # type: ignore[override]
-        ctx.bank, ctx.n = bank, bank.n
-        return bank.data[:, : bank.n].clone()
+    def forward(ctx, link, store: SlotStore):  # type: ignore[override]
+        ctx.store, ctx.n = store, store.n
+        return store.data[:, : store.n].clone()
 
     @staticmethod
     def backward(ctx, g_slots):  # type: ignore[override]
-        bank = ctx.bank
-        bank.grad_buffer()
-        bank.grad[:, : ctx.n].add_(g_slots)
+        store = ctx.store
+        store.grad_buffer()
+        store.grad[:, : ctx.n].add_(g_slots)
         return None, None

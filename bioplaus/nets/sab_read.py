@@ -27,8 +27,8 @@ same function and its exact gradient by hand, from the upstream ``g = ∂L/∂s`
 ``−Σ ā``). ``tanh u`` is computed as ``2σ(2u) − 1``, the same value to rounding, because
 ``torch.tanh`` is several times slower than ``torch.sigmoid`` on CPUs. Ranking needs no graph;
 only the winners' values, ``σ(2u_j)`` and indices are saved, so the graph per step holds
-``O(R)`` slots. The memory gradient ``(m̄_j, κ̄_j)`` is added into the bank's gradient buffer at
-the winners' slots (:mod:`~bioplaus.nets.sab_memory`), never returned as a bank-shaped tensor.
+``O(R)`` slots. The memory gradient ``(m̄_j, κ̄_j)`` is added into the memory's gradient buffer
+at the winners' slots (:mod:`~bioplaus.nets.sab_memory`), never returned as a memory-shaped tensor.
 """
 
 from __future__ import annotations
@@ -45,27 +45,28 @@ def _tanh(u: torch.Tensor) -> torch.Tensor:
 
 
 class SparseRead(torch.autograd.Function):
-    """``(s, w, idx) = read(q, v, link, bank, R, δ, ε)``: rank every slot, keep ``R`` winners, read them.
+    """``(s, w, idx) = read(q, v, link, store, R, δ, ε)``: rank every slot, keep ``R`` winners, read them.
 
     Inputs: ``q`` ``(B, K)`` query term ``W_q ĥ + b_q``; ``v`` ``(1, K)`` scorer output weight;
-    ``link`` the bank's token (orders this read before the writes' backward, see
-    :mod:`~bioplaus.nets.sab_memory`); ``bank`` the :class:`~bioplaus.nets.sab_memory.MemoryBank`
-    (more than ``R`` slots); ``R`` winners kept (``k_top + 1``, or ``k_top`` for the official
-    threshold); ``shift`` δ and ``eps`` ε. Outputs: the summary ``s`` ``(B, H)``, and, not
-    differentiable (for logging), the winners' weights ``w`` and slots ``idx`` ``(B, R)``.
+    ``link`` the memory's token (orders this read before the writes' backward, see
+    :mod:`~bioplaus.nets.sab_memory`); ``store`` the memory's buffers
+    (:class:`~bioplaus.nets.sab_memory.SlotStore`, more than ``R`` slots); ``R`` winners kept
+    (``k_top + 1``, or ``k_top`` for the official threshold); ``shift`` δ and ``eps`` ε.
+    Outputs: the summary ``s`` ``(B, H)``, and, not differentiable (for logging), the winners'
+    weights ``w`` and slots ``idx`` ``(B, R)``.
 
     Ranking scores every slot by ``a' = vᵀσ(2(q + κ)) = (a + Σv)/2``, an increasing function of
     ``a``, so ``topk`` returns the winners sorted, the threshold's at the end, and
-    ``a_j − τ = 2(a'_j − a'_R)``. The backward adds ``(w_j g, ū_j)`` into the bank's gradient
+    ``a_j − τ = 2(a'_j − a'_R)``. The backward adds ``(w_j g, ū_j)`` into the memory's gradient
     buffer at the winners' slots (the side channel) and returns the gradients of ``q`` and ``v``.
     """
 
     @staticmethod
-    def forward(ctx, q, v, link, bank, rank: int, shift: float, eps: float):  # type: ignore[override]
-        H, n = bank.hidden, bank.n
-        B, _, D = bank.data.shape
+    def forward(ctx, q, v, link, store, rank: int, shift: float, eps: float):  # type: ignore[override]
+        H, n = store.hidden, store.n
+        B, _, D = store.data.shape
         q2 = q.unsqueeze(1) * 2
-        score = torch.add(q2, bank.data[:, :n, H:], alpha=2).sigmoid_() @ v[0]  # a' = vᵀσ(2u), (B, n)
+        score = torch.add(q2, store.data[:, :n, H:], alpha=2).sigmoid_() @ v[0]  # a' = vᵀσ(2u), (B, n)
         top, idx = score.topk(rank, 1)
         r = (top - top[:, -1:]).mul_(2)
         if shift:
@@ -73,12 +74,12 @@ class SparseRead(torch.autograd.Function):
         total = r.sum(1, keepdim=True)
         total = total.add_(eps) if eps else total.clamp_min_(TINY)
         w = r.div_(total)
-        winners = bank.data.view(-1, D).index_select(0, bank.flat(idx)).view(B, rank, D)
+        winners = store.data.view(-1, D).index_select(0, store.flat(idx)).view(B, rank, D)
         values = winners[..., :H]
         s = (w.unsqueeze(2) * values).sum(1)
         sig = torch.add(q2, winners[..., H:], alpha=2).sigmoid_()  # the winners' σ(2u), for the backward
         ctx.save_for_backward(v, values, sig, w, total, idx)
-        ctx.bank = bank
+        ctx.store = store
         ctx.mark_non_differentiable(w, idx)
         return s, w, idx
 
@@ -92,6 +93,6 @@ class SparseRead(torch.autograd.Function):
         g_u = torch.addcmul(sig, sig, sig, value=-1).mul_(v[0] * 4).mul_(g_a.unsqueeze(2))  # ā v (1 − t²)
         g_v = (g_a.view(1, -1) @ sig.view(-1, sig.shape[2])).mul_(2).sub_(g_a.sum())  # Σ ā t, t = 2σ − 1
         g_slots = torch.cat([w.unsqueeze(2) * g_s.unsqueeze(1), g_u], 2)
-        bank = ctx.bank
-        bank.grad_buffer().index_add_(0, bank.flat(idx), g_slots.view(-1, g_slots.shape[2]))
+        store = ctx.store
+        store.grad_buffer().index_add_(0, store.flat(idx), g_slots.view(-1, g_slots.shape[2]))
         return g_u.sum(1), g_v, None, None, None, None, None
