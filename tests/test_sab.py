@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -102,6 +104,15 @@ def test_memory_growth_and_repeated_backward_keep_gradients_exact(float64):
         grads[gather] = first
     for a, b in zip(grads[True], grads[False], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_a_finished_sequence_frees_its_memory_and_graph():
+    """No reference cycle through the memory's graph: starting the next sequence frees the last one."""
+    model = sab()
+    model(torch.randn(2, 12, N_IN)).sum().backward()
+    store, token = weakref.ref(model.bank.store), weakref.ref(model.bank.token)
+    model.reset_state(2)
+    assert store() is None and token() is None  # by reference counting alone, no collector pass
 
 
 def test_credit_locality_tbptt_cannot_reach_x0_sab_can(float64):
