@@ -37,7 +37,12 @@ def test_adding_layout():
 
 @pytest.mark.parametrize(
     ("name", "options", "loss_steps"),
-    [("delayed-recall", {}, None), ("delayed-recall", {"loss_last": 1}, 1), ("adding", {}, 1)],
+    [
+        ("delayed-recall", {}, None),
+        ("delayed-recall", {"loss_last": 1}, 1),
+        ("copy", {"n_copy": 3, "loss_last": 3}, 3),
+        ("adding", {}, 1),
+    ],
 )
 def test_step_losses_sum_to_the_sequence_loss(name, options, loss_steps, float64):
     task = tasks.get(name, T=6, **TINY, **options)

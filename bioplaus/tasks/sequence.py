@@ -356,8 +356,13 @@ def copy_memory(
     data_seed: int = 0,
     device: str = "cpu",
     mle_weight: float = 0.0,
+    loss_last: int | None = None,
 ) -> SyntheticSequenceTask:
-    """Copying memory: reproduce n_copy symbols after a delay of T steps (the SAB paper's copy task)."""
+    """Copying memory: reproduce n_copy symbols after a delay of T steps (the SAB paper's copy task).
+
+    The loss covers every step (``loss_last=None``, the official code's choice) or the last
+    ``loss_last`` steps (``n_copy``: the recalled symbols only).
+    """
     _positive(n_copy, "n_copy")
     return SyntheticSequenceTask(
         "copy",
@@ -365,7 +370,7 @@ def copy_memory(
         T,
         N_SYMBOLS + 1,
         "ce",
-        None,
+        loss_last,
         n_copy,
         clip_grad_norm,
         batch_size,
