@@ -17,10 +17,10 @@ backward of every read of step ``t > t_j`` that used it. Each write outputs a sc
 the next write and every read until then take the current token as an input, so the autograd
 engine runs a write's backward only after the backward of all later reads and writes (the token
 carries no value: its gradient is zero). A read of slot ``j`` at step ``t`` holds the token of
-the latest write ``J ≥ j`` before ``t``, and write ``J`` waits on ... write ``j``'s successors in
-the chain, so no contribution comes late. Each node runs once per backward, as in one backward
-through the concatenated memory, but each step's work is ``O(k_top)`` slots (sparse read) instead
-of ``O(slots)``.
+the latest write ``J ≥ j`` before ``t``; write ``j`` waits for write ``j + 1``, which waits for
+``j + 2``, and so on up to ``J``, which waits for the read, so no contribution comes late. Each
+node runs once per backward, as in one backward through the concatenated memory, but each
+step's work is ``O(k_top)`` slots (sparse read) instead of ``O(slots)``.
 
 **Deferred credit** (streaming backward, :class:`~bioplaus.core.recurrent.StoredStates`):
 without the token chain, segment backwards stop at the reads, which accumulate into
