@@ -21,10 +21,18 @@ import math
 import torch
 from torch import nn
 
+from bioplaus import native
 from bioplaus.errors import ConfigError
+from bioplaus.native import bdett as native_bdett
 
 STATS = ("sample", "batch")
+BACKENDS = ("auto", "native", "torch")
 _LOG2E = math.log2(math.e)
+
+
+def _version(t: torch.Tensor) -> int:
+    """The in-place modification counter of ``t`` (inference tensors have none: -1)."""
+    return -1 if t.is_inference() else t._version
 
 
 class Threshold(nn.Module):
@@ -93,6 +101,14 @@ class BDETT(Threshold):
     note's toy layer (``bioplaus.analysis.homeostasis``) a clamp at 20 does not prevent it at
     ×8 input, a clamp at 3 (``R ≤ e³ − 1``) does.
 
+    **Backend.** The eager path is about twenty tensor operations per step, each costing more in
+    PyTorch's dispatch than in arithmetic at PopSAN's sizes. ``backend="auto"`` (default) runs
+    float32 CPU tensors through a C kernel (:mod:`bioplaus.native.bdett`: the same formulas in one
+    pass, compiled on first use; it agrees with the eager path to float32 rounding, including the
+    faithful overflow to ``inf``) and everything else through PyTorch; ``"torch"`` always uses
+    PyTorch (bit-for-bit the figures recorded before the kernel existed), and ``"native"`` insists
+    on the kernel and raises if no C compiler is available.
+
     Args:
         psi: softplus scale ``ψ`` (4 in the obstacle-avoidance SAN, 6 in PopSAN).
         eta: slope ``η`` of the linear part of ``P``.
@@ -103,6 +119,11 @@ class BDETT(Threshold):
         range_factor: weight of the range in ``V_m`` and ``V_θ`` (0.2).
         stats: ``"sample"`` (per-sample layer statistics) or ``"batch"`` (official, batch-pooled).
         max_exponent: opt-in guard, the largest exponent ``-ΔV/C`` used (``None``: faithful).
+        backend: ``"auto"``, ``"native"`` or ``"torch"`` (see above).
+
+    Raises:
+        ConfigError: for an unknown ``stats`` or ``backend``, ``psi`` or ``C`` not positive, or
+            ``backend="native"`` where the kernel cannot be compiled (the message gives the reason).
     """
 
     def __init__(
@@ -116,16 +137,28 @@ class BDETT(Threshold):
         range_factor: float = 0.2,
         stats: str = "sample",
         max_exponent: float | None = None,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if stats not in STATS:
             raise ConfigError(f"BDETT stats must be one of {STATS}, got {stats!r}")
         if psi <= 0 or C <= 0:
             raise ConfigError(f"BDETT needs psi > 0 and C > 0, got psi={psi}, C={C}")
+        if backend not in BACKENDS:
+            raise ConfigError(f"BDETT backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "native" and native_bdett.library() is None:
+            raise ConfigError(
+                f"BDETT backend='native' but the C kernel is unavailable ({native.status().get('bdett')}); "
+                "install a C compiler (gcc or clang), unset BIOPLAUS_NATIVE=0, or use backend='auto'"
+            )
+        self.backend = backend
         self.psi, self.eta, self.C, self.a, self.b = float(psi), float(eta), float(C), float(a), float(b)
         self.p0, self.range_factor, self.stats = float(p0), float(range_factor), stats
         self.max_exponent = None if max_exponent is None else float(max_exponent)
         self._base: torch.Tensor | None = None  # ½ (P[t-1] + b): the part of Θ[t] known before V[t]
+        self._pending: tuple | None = None  # (V, Θ, their versions, next base) from the kernel's forward
+        self._spare: torch.Tensor | None = None  # memory for the kernel's next base
+        self._scalars: tuple | None = None  # (hyper-parameters, the kernel's scalar arguments from them)
 
     @property
     def P(self) -> torch.Tensor | None:
@@ -151,6 +184,19 @@ class BDETT(Threshold):
 
     def forward(self, v: torch.Tensor, v_prev: torch.Tensor) -> torch.Tensor:
         # Θ[t] = ½ P[t-1] + ½ (a e^{−ΔV/C} + b) = base + ½ a e^{−ΔV/C}
+        self._pending = None
+        lib = None
+        if self.backend != "torch" and native_bdett.accepts(v, v_prev, self._base):
+            lib = native_bdett.library()
+        if lib is not None:  # the kernel also computes the next base, which observe() then takes
+            key = (self.p0, self.a, self.b, self.C, self.psi, self.eta, self.range_factor, self.max_exponent)
+            if self._scalars is None or self._scalars[0] != key:
+                self._scalars = (key, native_bdett.constants(*key))
+            theta, next_base = native_bdett.step(
+                lib, v, v_prev, self._base, self.stats == "batch", self._scalars[1], self._spare
+            )
+            self._pending = (v, theta, _version(v), _version(theta), next_base)
+            return theta
         if self._base is None:
             return self._exp_rate(v, v_prev).mul_(0.5 * self.a).add_(0.5 * (self.p0 + self.b))
         return torch.add(self._base, self._exp_rate(v, v_prev), alpha=0.5 * self.a)
@@ -158,21 +204,32 @@ class BDETT(Threshold):
     def observe(self, v: torch.Tensor, theta: torch.Tensor, spikes: torch.Tensor) -> None:
         # P = η z + V_θ + ln(1 + e^{z/ψ}), z = V − V_m, stored as ½ (P + b). V and Θ statistics in
         # one pass over a stacked tensor; u = z·log2(e)/ψ serves both terms (η z = η ψ ln2 · u).
+        pending, self._pending = self._pending, None
+        if (
+            pending is not None
+            and pending[0] is v
+            and pending[1] is theta
+            and pending[2:4] == (_version(v), _version(theta))
+        ):
+            # computed by the kernel in forward() from this very V and Θ; the old base's memory is
+            # reused for the next one (the base is private: P returns a new tensor)
+            self._spare, self._base = self._base, pending[4]
+            return
+        k = _LOG2E / self.psi
         v = v.detach()
         stacked = torch.stack((v, theta))
         low_v, low_theta = self._low(stacked if self.stats == "sample" else stacked.flatten(1))
-        k = _LOG2E / self.psi
         u = torch.sub(v, low_v).mul_(k)
         softplus = u.exp2().log1p_()  # ln(1 + e^{z/ψ}) literally, as the official code
         softplus.add_(u, alpha=self.eta / k)
         self._base = torch.add(0.5 * (low_theta + self.b), softplus, alpha=0.5)
 
     def reset(self) -> None:
-        self._base = None
+        self._base = self._pending = self._spare = None
 
     def extra_repr(self) -> str:
         guard = "" if self.max_exponent is None else f", max_exponent={self.max_exponent}"
-        return f"psi={self.psi}, eta={self.eta}, C={self.C}, stats={self.stats!r}{guard}"
+        return f"psi={self.psi}, eta={self.eta}, C={self.C}, stats={self.stats!r}{guard}, backend={self.backend!r}"
 
 
 class AdaptiveThreshold(Threshold):

@@ -1,0 +1,225 @@
+"""The compiled kernels (``bioplaus.native``): agreement with the PyTorch path, and every fallback."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from bioplaus import native
+from bioplaus.errors import ConfigError
+from bioplaus.native import bdett as native_bdett
+from bioplaus.nets.spiking import SpikingLinear
+from bioplaus.nets.thresholds import BDETT
+
+needs_kernel = pytest.mark.skipif(native_bdett.library() is None, reason=f"no kernel: {native.status()}")
+
+
+@pytest.fixture
+def fresh_native(monkeypatch, tmp_path):
+    """Kernels compiled into an empty cache folder, forgotten again afterwards."""
+    monkeypatch.setenv("BIOPLAUS_CACHE_DIR", str(tmp_path / "cache"))
+    native.clear()
+    yield tmp_path / "cache"
+    native.clear()
+
+
+def _trajectory(shape: tuple[int, ...], steps: int, seed: int, scale: float = 2.0) -> list[torch.Tensor]:
+    """Membrane potentials with resets, drifts and sign changes: ``V[0..steps]`` of one shape."""
+    g = torch.Generator().manual_seed(seed)
+    return [scale * (t % 3 + 1) * torch.randn(shape, generator=g) for t in range(steps)]
+
+
+def _run(threshold: BDETT, vs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Θ and P at every step when ``threshold`` sees the potentials ``vs`` (``V[-1] = 0``)."""
+    thetas, memories, v_prev = [], [], torch.zeros_like(vs[0])
+    for v in vs:
+        theta = threshold(v, v_prev)
+        threshold.observe(v, theta, (v > theta).float())
+        thetas.append(theta)
+        memories.append(threshold.P)
+        v_prev = v
+    return thetas, memories
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    ("shape", "options"),
+    [
+        ((100, 256), {}),
+        ((7, 33), {"psi": 4.0}),
+        ((3, 5, 40), {}),  # leading axes: statistics per (3, 5) sample
+        ((64,), {}),  # one unbatched sample
+        ((20, 30), {"stats": "batch"}),
+        ((20, 30), {"max_exponent": 3.0, "eta": 0.05, "C": 2.0, "range_factor": 0.3, "p0": 0.2}),
+    ],
+)
+def test_kernel_is_as_accurate_as_the_pytorch_path(shape, options):
+    """Over a whole trajectory, the C kernel's Θ and P are as close to float64 as PyTorch's float32 path is.
+
+    Both float32 paths round differently, and the recurrence (Θ's range feeds the next P) amplifies
+    rounding where Θ is large, so the oracle is the float64 PyTorch path, not either float32 one.
+    """
+    vs = _trajectory(shape, 8, seed=sum(shape))
+    fast = _run(BDETT(backend="native", **options), vs)
+    eager = _run(BDETT(backend="torch", **options), vs)
+    exact = _run(BDETT(backend="torch", **options), [v.double() for v in vs])
+    for got, reference, truth in zip(fast[0] + fast[1], eager[0] + eager[1], exact[0] + exact[1], strict=True):
+        assert got.dtype == torch.float32 and got.shape == truth.shape
+        error, reference_error = (got.double() - truth).abs().max(), (reference.double() - truth).abs().max()
+        assert error <= 2 * reference_error + 1e-6 * truth.abs().max().clamp(min=1.0)
+
+
+@needs_kernel
+def test_kernel_keeps_the_faithful_overflow():
+    """A large hyperpolarising step overflows R to inf, and the next memory turns NaN, in both paths alike."""
+    v_prev = torch.full((2, 8), 0.1)
+    v_prev[0, 3] = 400.0  # ΔV = -400: e^{400/3} overflows float32
+    v = torch.full((2, 8), 0.1)
+    results = {}
+    for backend in ("native", "torch"):
+        th = BDETT(backend=backend)
+        theta = th(v, v_prev)
+        th.observe(v, theta, (v > theta).float())
+        results[backend] = (theta, th.P)
+    (theta, memory), (theta_ref, memory_ref) = results["native"], results["torch"]
+    assert torch.isinf(theta[0, 3]) and torch.equal(torch.isinf(theta), torch.isinf(theta_ref))
+    assert torch.equal(torch.isnan(memory), torch.isnan(memory_ref)) and torch.isnan(memory[0]).all()
+    torch.testing.assert_close(memory[1], memory_ref[1])  # the other sample is untouched (per-sample stats)
+
+
+@needs_kernel
+def test_kernel_exp2_and_log1p_over_the_float_range():
+    """The kernel's 2^x and ln(1+2^u) against float64 over [-150, 140], including the over- and underflow."""
+    x = torch.linspace(-150.0, 140.0, 100_003)
+    v, zeros = torch.zeros_like(x), torch.zeros_like(x)
+    lib = native_bdett.library()
+    # k_rate = 1 and v = 0: Θ = base0 + half_a 2^{v_prev}; with half_a = 1, base0 = 0 this is 2^x itself
+    theta, _ = native_bdett.step(lib, v, x, None, True, ((1.0, 1.0, math.inf, 0.0, 1.0, 0.0, 0.0), 0.0))
+    exact = torch.exp2(x.double())
+    normal = (exact < 3.4e38) & (exact > 1.18e-38)
+    assert ((theta.double() - exact).abs() / exact)[normal].max() < 3e-7
+    assert torch.equal(torch.isinf(theta), torch.isinf(torch.exp2(x)))
+    assert (theta.double() - exact).abs()[exact <= 1.18e-38].max() <= 2**-148  # subnormals to 0 within an ulp
+    # next base with V_m = V_θ = 0 (range factor 0, zero mean), k_soft = 1, b = 0: ½ ln(1 + 2^u)
+    u = torch.linspace(-60.0, 60.0, 100_000)
+    u = torch.cat([u, -u])  # zero mean, so the statistic V_m is 0 and z = u
+    _, next_base = native_bdett.step(
+        lib, u, u, zeros.new_zeros(u.shape), True, ((1.0, 0.0, math.inf, 0.0, 1.0, 0.0, 0.0), 0.0)
+    )
+    softplus = torch.log1p(torch.exp2(u.double()))
+    assert ((2 * next_base.double() - softplus).abs() / softplus.clamp(min=1e-30)).max() < 1e-6
+
+
+def test_pytorch_path_for_tensors_the_kernel_does_not_take():
+    """float64, non-contiguous and mismatched tensors go through PyTorch (bit-identical to backend='torch')."""
+    base = torch.randn(6, 10, dtype=torch.float64)
+    for v, v_prev in [(base, torch.zeros_like(base)), (base.float().t(), torch.zeros(10, 6))]:
+        assert not native_bdett.accepts(v, v_prev, None)
+        steps = []
+        for th in (BDETT(), BDETT(backend="torch")):
+            theta = th(v, v_prev)
+            th.observe(v, theta, (v > theta).to(v.dtype))
+            steps.append((theta, th.P, th(v, v)))
+        assert all(torch.equal(a, b) for a, b in zip(*steps, strict=True))
+    assert not native_bdett.accepts(torch.zeros(4), torch.zeros(5), None)
+    assert not native_bdett.accepts(torch.zeros(()), torch.zeros(()), None)
+
+
+@needs_kernel
+@pytest.mark.parametrize("change", ["clone", "in_place"])
+def test_observe_with_other_tensors_recomputes_the_memory(change):
+    """observe() takes the kernel's memory only for the very V and Θ that forward() saw, unmodified."""
+    v_prev, v = torch.zeros(4, 9), torch.randn(4, 9)
+    memories = []
+    for backend in ("native", "torch"):
+        th = BDETT(backend=backend)
+        theta = th(v, v_prev)
+        if change == "in_place":
+            theta.add_(1.0)  # Θ changed after forward(): the kernel's memory no longer applies
+        th.observe(v, theta.clone() if change == "clone" else theta, theta)
+        memories.append(th.P)
+    torch.testing.assert_close(*memories, rtol=2e-6, atol=2e-6)
+
+
+def test_disabled_by_environment(monkeypatch, fresh_native):
+    """BIOPLAUS_NATIVE=0 switches the kernels off: auto falls back, native refuses with the reason."""
+    monkeypatch.setenv("BIOPLAUS_NATIVE", "0")
+    assert native_bdett.library() is None and "BIOPLAUS_NATIVE" in native.status()["bdett"]
+    v = torch.randn(3, 5)
+    torch.testing.assert_close(BDETT()(v, torch.zeros_like(v)), BDETT(backend="torch")(v, torch.zeros_like(v)))
+    with pytest.raises(ConfigError, match="BIOPLAUS_NATIVE"):
+        BDETT(backend="native")
+
+
+def test_no_compiler(monkeypatch, fresh_native):
+    """Without a C compiler the kernel is unavailable, the status says why, and BDETT still runs."""
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    assert native.load("bdett") is None
+    assert "no C compiler" in native.status()["bdett"]
+    v = torch.randn(3, 5)
+    assert torch.isfinite(BDETT()(v, torch.zeros_like(v))).all()
+    with pytest.raises(ConfigError, match="no C compiler"):
+        BDETT(backend="native")
+
+
+def test_unknown_backend():
+    with pytest.raises(ConfigError, match="backend"):
+        BDETT(backend="cuda")
+
+
+@needs_kernel
+def test_compiled_once_into_the_cache(fresh_native):
+    """The first load compiles into the cache folder; a later process (here: after clear) reuses the file."""
+    assert native.load("bdett") is not None
+    built = sorted(fresh_native.glob("bdett-*"))
+    assert len(built) == 1 and "compiled with" in native.status()["bdett"]
+    stamp = built[0].stat().st_mtime_ns
+    native.clear()
+    assert native.load("bdett") is not None and built[0].stat().st_mtime_ns == stamp
+    assert sorted(fresh_native.glob("*")) == built  # no scratch files left behind
+
+
+@needs_kernel
+def test_unwritable_cache_falls_back_to_the_temporary_folder(monkeypatch, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("BIOPLAUS_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    native.clear()
+    try:
+        assert native.load("bdett") is not None
+        assert list((tmp_path / "tmp").glob("bioplaus-*/bdett-*"))
+    finally:
+        native.clear()
+
+
+@needs_kernel
+def test_layers_with_the_kernel_copy_and_train():
+    """A mid-trajectory layer deep-copies (as TD3 copies its actor), and gradients match the PyTorch path."""
+    torch.manual_seed(0)
+    x = torch.rand(4, 6)
+    grads = {}
+    for backend in ("native", "torch"):
+        torch.manual_seed(1)
+        layer = SpikingLinear(6, 5, "bdett", backend=backend)
+        layer.linear.weight.data.mul_(3.0)
+        with torch.no_grad():  # mid-trajectory state, with the kernel's pending memory, copies
+            layer(x)
+            twin = copy.deepcopy(layer)
+            torch.testing.assert_close(twin(x), layer(x))
+        layer.reset()
+        out = sum(layer(x) for _ in range(3))
+        out.sum().backward()
+        grads[backend] = layer.linear.weight.grad
+    assert grads["native"].abs().sum() > 0
+    torch.testing.assert_close(grads["native"], grads["torch"])
+
+
+def test_a_machine_with_a_compiler_gets_the_kernel():
+    """Where a C compiler exists, the kernel must build (else the tests above would silently skip)."""
+    if native._compiler() is None or not native.enabled():
+        pytest.skip("no C compiler on this machine, or kernels disabled")
+    assert native_bdett.library() is not None, native.status()
