@@ -32,16 +32,18 @@ def _trajectory(shape: tuple[int, ...], steps: int, seed: int, scale: float = 2.
     return [scale * (t % 3 + 1) * torch.randn(shape, generator=g) for t in range(steps)]
 
 
-def _run(threshold: BDETT, vs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Θ and P at every step when ``threshold`` sees the potentials ``vs`` (``V[-1] = 0``)."""
+def _run(threshold: BDETT, vs: list[torch.Tensor], read_memory: bool = True) -> list[torch.Tensor]:
+    """Θ at every step when ``threshold`` sees the potentials ``vs`` (``V[-1] = 0``), then P at every
+    step (``read_memory``) or only after the last (the kernel then leaves each memory lazy)."""
     thetas, memories, v_prev = [], [], torch.zeros_like(vs[0])
     for v in vs:
         theta = threshold(v, v_prev)
         threshold.observe(v, theta, (v > theta).float())
         thetas.append(theta)
-        memories.append(threshold.P)
+        if read_memory:
+            memories.append(threshold.P)
         v_prev = v
-    return thetas, memories
+    return thetas + (memories if read_memory else [threshold.P])
 
 
 @needs_kernel
@@ -63,13 +65,14 @@ def test_kernel_is_as_accurate_as_the_pytorch_path(shape, options):
     rounding where Θ is large, so the oracle is the float64 PyTorch path, not either float32 one.
     """
     vs = _trajectory(shape, 8, seed=sum(shape))
-    fast = _run(BDETT(backend="native", **options), vs)
-    eager = _run(BDETT(backend="torch", **options), vs)
-    exact = _run(BDETT(backend="torch", **options), [v.double() for v in vs])
-    for got, reference, truth in zip(fast[0] + fast[1], eager[0] + eager[1], exact[0] + exact[1], strict=True):
-        assert got.dtype == torch.float32 and got.shape == truth.shape
-        error, reference_error = (got.double() - truth).abs().max(), (reference.double() - truth).abs().max()
-        assert error <= 2 * reference_error + 1e-6 * truth.abs().max().clamp(min=1.0)
+    for read_memory in (True, False):
+        fast = _run(BDETT(backend="native", **options), vs, read_memory)
+        eager = _run(BDETT(backend="torch", **options), vs, read_memory)
+        exact = _run(BDETT(backend="torch", **options), [v.double() for v in vs], read_memory)
+        for got, reference, truth in zip(fast, eager, exact, strict=True):
+            assert got.dtype == torch.float32 and got.shape == truth.shape
+            error, reference_error = (got.double() - truth).abs().max(), (reference.double() - truth).abs().max()
+            assert error <= 2 * reference_error + 1e-6 * truth.abs().max().clamp(min=1.0)
 
 
 @needs_kernel
@@ -94,21 +97,19 @@ def test_kernel_keeps_the_faithful_overflow():
 def test_kernel_exp2_and_log1p_over_the_float_range():
     """The kernel's 2^x and ln(1+2^u) against float64 over [-150, 140], including the over- and underflow."""
     x = torch.linspace(-150.0, 140.0, 100_003)
-    v, zeros = torch.zeros_like(x), torch.zeros_like(x)
+    v = torch.zeros_like(x)
     lib = native_bdett.library()
-    # k_rate = 1 and v = 0: Θ = base0 + half_a 2^{v_prev}; with half_a = 1, base0 = 0 this is 2^x itself
-    theta, _ = native_bdett.step(lib, v, x, None, True, ((1.0, 1.0, math.inf, 0.0, 1.0, 0.0, 0.0), 0.0))
+    # k_rate = 1, v = 0, a = 2, b = 0, p0 = 0: at the first step Θ = 2^{v_prev}, i.e. 2^x itself
+    unit = native_bdett.Params(k_rate=1.0, half_a=1.0, max_x=math.inf, range_factor=0.0, k_soft=1.0)
+    theta, _ = native_bdett.step(lib, v, x, None, True, unit)
     exact = torch.exp2(x.double())
     normal = (exact < 3.4e38) & (exact > 1.18e-38)
     assert ((theta.double() - exact).abs() / exact)[normal].max() < 3e-7
     assert torch.equal(torch.isinf(theta), torch.isinf(torch.exp2(x)))
     assert (theta.double() - exact).abs()[exact <= 1.18e-38].max() <= 2**-148  # subnormals to 0 within an ulp
-    # next base with V_m = V_θ = 0 (range factor 0, zero mean), k_soft = 1, b = 0: ½ ln(1 + 2^u)
-    u = torch.linspace(-60.0, 60.0, 100_000)
-    u = torch.cat([u, -u])  # zero mean, so the statistic V_m is 0 and z = u
-    _, next_base = native_bdett.step(
-        lib, u, u, zeros.new_zeros(u.shape), True, ((1.0, 0.0, math.inf, 0.0, 1.0, 0.0, 0.0), 0.0)
-    )
+    # the memory with V_m = 0 and ½ (V_θ + b) = 0, k_soft = 1, η = 0: ½ ln(1 + 2^u)
+    u = torch.linspace(-60.0, 60.0, 200_001)
+    next_base = native_bdett.memory(lib, u, torch.zeros(1, 2), True, unit)
     softplus = torch.log1p(torch.exp2(u.double()))
     assert ((2 * next_base.double() - softplus).abs() / softplus.clamp(min=1e-30)).max() < 1e-6
 
@@ -142,6 +143,34 @@ def test_observe_with_other_tensors_recomputes_the_memory(change):
         th.observe(v, theta.clone() if change == "clone" else theta, theta)
         memories.append(th.P)
     torch.testing.assert_close(*memories, rtol=2e-6, atol=2e-6)
+
+
+@needs_kernel
+def test_memory_is_computed_only_when_needed_and_its_source_is_guarded():
+    """After observe() the kernel keeps (V, statistics), not P; modifying that V in place is an error."""
+    layer = SpikingLinear(5, 4, "bdett", backend="native")
+    x = torch.rand(3, 5)
+    with torch.no_grad():
+        layer(x)
+        assert layer.threshold._m.base is None and layer.threshold._m.lazy is not None
+        assert layer.threshold.P.shape == (3, 4)  # computed on demand
+        layer(x)
+        layer.v.mul_(2.0)
+        with pytest.raises(RuntimeError, match="modified in place"):
+            layer(x)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_growing_batch_without_reset_behaves_as_the_pytorch_path(backend):
+    """A batch of another size at the next step takes the PyTorch path, which broadcasts P as before."""
+    th = BDETT(backend=backend)
+    v1 = torch.randn(1, 6)
+    theta = th(v1, torch.zeros_like(v1))
+    th.observe(v1, theta, theta)
+    v2 = torch.randn(4, 6)
+    reference = BDETT(backend="torch")
+    reference.observe(v1, reference(v1, torch.zeros_like(v1)), theta)
+    torch.testing.assert_close(th(v2, v2), reference(v2, v2), rtol=2e-6, atol=2e-6)
 
 
 def test_disabled_by_environment(monkeypatch, fresh_native):

@@ -14,15 +14,30 @@ import torch
 
 from bioplaus import native
 
-_F, _P, _N = ctypes.c_float, ctypes.c_void_p, ctypes.c_int64
-_STEP_ARGTYPES = [_P, _P, _P, _F, _P, _P, _N, _N, _F, _F, _F, _F, _F, _F, _F]
+_P, _N = ctypes.c_void_p, ctypes.c_int64
+
+
+class Params(ctypes.Structure):
+    """``bdett_params`` of ``bdett.c``: BDETT's hyper-parameters as the kernel uses them."""
+
+    _fields_ = [
+        (name, ctypes.c_float)
+        for name in ("k_rate", "half_a", "max_x", "range_factor", "k_soft", "eta_per_u", "half_b", "base0")
+    ]
+
+
+_ARGTYPES = {
+    "bdett_step": [_P, _P, _P, _P, _P, _P, _P, _N, _N, ctypes.POINTER(Params)],
+    "bdett_memory": [_P, _P, _P, _N, _N, ctypes.POINTER(Params)],
+}
 
 
 def library() -> ctypes.CDLL | None:
-    """The compiled BDETT kernel with its argument types set, or ``None`` (see :func:`bioplaus.native.status`)."""
+    """The compiled BDETT kernels with their argument types set, or ``None`` (see :func:`bioplaus.native.status`)."""
     lib = native.load("bdett")
     if lib is not None and lib.bdett_step.argtypes is None:
-        lib.bdett_step.argtypes, lib.bdett_step.restype = _STEP_ARGTYPES, None
+        for name, argtypes in _ARGTYPES.items():
+            getattr(lib, name).argtypes, getattr(lib, name).restype = argtypes, None
     return lib
 
 
@@ -51,45 +66,53 @@ def _like(v: torch.Tensor, other: torch.Tensor) -> bool:
     )
 
 
-def constants(
+def params(
     p0: float, a: float, b: float, C: float, psi: float, eta: float, range_factor: float, max_exponent: float | None
-) -> tuple[float, ...]:
-    """The scalar arguments of the kernel (after the tensors) from BDETT's hyper-parameters."""
+) -> Params:
+    """The kernel's parameters from BDETT's hyper-parameters."""
     log2e = math.log2(math.e)
     max_x = math.inf if max_exponent is None else max_exponent * log2e
-    return (log2e / C, 0.5 * a, max_x, range_factor, log2e / psi, eta * psi * math.log(2.0), 0.5 * b), 0.5 * (p0 + b)
+    return Params(
+        log2e / C, 0.5 * a, max_x, range_factor, log2e / psi, eta * psi * math.log(2.0), 0.5 * b, 0.5 * (p0 + b)
+    )
+
+
+def _groups(v: torch.Tensor, pooled: bool) -> tuple[int, int]:
+    size = v.numel() if pooled else v.shape[-1]
+    return v.numel() // size, size
 
 
 def step(
     lib: ctypes.CDLL,
     v: torch.Tensor,
     v_prev: torch.Tensor,
-    base: torch.Tensor | None,
+    memory: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None,
     pooled: bool,
-    scalars: tuple[tuple[float, ...], float],
-    out: torch.Tensor | None = None,
+    p: Params,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""One BDETT step: ``(Θ[t], ½ (P[t] + b))`` from ``V[t]``, ``V[t-1]`` and the stored ``½ (P[t-1] + b)``.
+    r"""One BDETT step: ``(Θ[t], stats[t])`` from ``V[t]``, ``V[t-1]`` and the memory ``½ (P[t-1] + b)``.
 
-    ``base=None`` is the first step. Statistics are per sample over the last axis, or ``pooled``
-    over the whole tensor; ``scalars`` come from :func:`constants`. The next base is written into
-    ``out`` when it is a spare tensor of ``v``'s shape (not ``base`` itself), else into a new one.
-    The formulas are in ``bdett.c``.
+    ``memory`` is a tensor of the memory per neuron, or ``(V_last, stats)`` of the last step (the
+    memory is then computed inside the kernel, see :func:`memory`), or ``None`` at the first step.
+    ``stats[t]`` holds ``(V_m, ½ (V_θ + b))`` per group: per sample over the last axis, or one group
+    ``pooled`` over the whole tensor. The formulas are in ``bdett.c``.
     """
-    theta = torch.empty_like(v)
-    if out is None or out is base or not _like(v, out):
-        out = torch.empty_like(v)
-    size = v.numel() if pooled else v.shape[-1]
-    rest, base0 = scalars
+    groups, size = _groups(v, pooled)
+    theta, stats = torch.empty_like(v), torch.empty(groups, 2)
+    base = v_last = last_stats = None
+    if isinstance(memory, tuple):
+        v_last, last_stats = memory[0].data_ptr(), memory[1].data_ptr()
+    elif memory is not None:
+        base = memory.data_ptr()
     lib.bdett_step(
-        v.data_ptr(),
-        v_prev.data_ptr(),
-        None if base is None else base.data_ptr(),
-        base0,
-        theta.data_ptr(),
-        out.data_ptr(),
-        v.numel() // size,
-        size,
-        *rest,
+        v.data_ptr(), v_prev.data_ptr(), base, v_last, last_stats, theta.data_ptr(), stats.data_ptr(), groups, size, p
     )
-    return theta, out
+    return theta, stats
+
+
+def memory(lib: ctypes.CDLL, v: torch.Tensor, stats: torch.Tensor, pooled: bool, p: Params) -> torch.Tensor:
+    r"""The memory ``½ (P + b)`` per neuron from its potential ``V`` and the ``stats`` that :func:`step` returned."""
+    groups, size = _groups(v, pooled)
+    out = torch.empty_like(v)
+    lib.bdett_memory(v.data_ptr(), stats.data_ptr(), out.data_ptr(), groups, size, p)
+    return out

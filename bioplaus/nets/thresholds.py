@@ -16,6 +16,7 @@ Time constants are in time steps (the SAN/PopSAN neuron has no ``dt``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -27,6 +28,7 @@ from bioplaus.native import bdett as native_bdett
 
 STATS = ("sample", "batch")
 BACKENDS = ("auto", "native", "torch")
+_NO_KERNEL = object()  # "the kernel cannot take this memory"
 _LOG2E = math.log2(math.e)
 
 
@@ -65,6 +67,21 @@ class StaticThreshold(Threshold):
 
     def extra_repr(self) -> str:
         return f"theta={self.theta}"
+
+
+@dataclasses.dataclass(slots=True)
+class _BDETTMemory:
+    """BDETT's per-trajectory state, in a plain object (an ``nn.Module`` attribute write costs microseconds).
+
+    ``base`` is the memory ``½ (P[t-1] + b)`` per neuron. With the C kernel it is usually ``None`` and
+    ``lazy`` holds ``(V[t-1], its version, statistics)`` instead, from which the next step computes it;
+    ``pending`` holds ``(V, Θ, their versions, statistics)`` between forward() and observe().
+    """
+
+    base: torch.Tensor | None = None
+    lazy: tuple | None = None
+    pending: tuple | None = None
+    params: tuple | None = None  # (hyper-parameters, native_bdett.Params from them)
 
 
 class BDETT(Threshold):
@@ -155,15 +172,13 @@ class BDETT(Threshold):
         self.psi, self.eta, self.C, self.a, self.b = float(psi), float(eta), float(C), float(a), float(b)
         self.p0, self.range_factor, self.stats = float(p0), float(range_factor), stats
         self.max_exponent = None if max_exponent is None else float(max_exponent)
-        self._base: torch.Tensor | None = None  # ½ (P[t-1] + b): the part of Θ[t] known before V[t]
-        self._pending: tuple | None = None  # (V, Θ, their versions, next base) from the kernel's forward
-        self._spare: torch.Tensor | None = None  # memory for the kernel's next base
-        self._scalars: tuple | None = None  # (hyper-parameters, the kernel's scalar arguments from them)
+        self._m = _BDETTMemory()
 
     @property
     def P(self) -> torch.Tensor | None:
         """The potential-tracking memory ``P[t-1]`` (``None`` before the first step: ``P = p0``)."""
-        return None if self._base is None else 2 * self._base - self.b
+        base = self._materialized_base()
+        return None if base is None else 2 * base - self.b
 
     def rate_term(self, v: torch.Tensor, v_prev: torch.Tensor) -> torch.Tensor:
         r""":math:`R = a\,e^{-(V[t]-V[t-1])/C} + b` (exponent clamped only when ``max_exponent`` is set)."""
@@ -182,38 +197,69 @@ class BDETT(Threshold):
         spread = x.amax(-1, keepdim=True) - x.amin(-1, keepdim=True)
         return x.mean(-1, keepdim=True) - self.range_factor * spread
 
+    def _params(self) -> native_bdett.Params:
+        key = (self.p0, self.a, self.b, self.C, self.psi, self.eta, self.range_factor, self.max_exponent)
+        if self._m.params is None or self._m.params[0] != key:
+            self._m.params = (key, native_bdett.params(*key))
+        return self._m.params[1]
+
+    def _last_potential(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(V[t-1], stats)`` of the lazy memory, checked to be unmodified since observe()."""
+        v_last, version, stats = self._m.lazy
+        if _version(v_last) != version:
+            raise RuntimeError(
+                "BDETT: the potential V passed to observe() was modified in place before the next step; the "
+                "native backend computes the memory P from it when the next step needs it. Modify a clone "
+                "(layer.v = layer.v.clone()...), or use BDETT(backend='torch')."
+            )
+        return v_last, stats
+
+    def _materialized_base(self) -> torch.Tensor | None:
+        """The memory ``½ (P[t-1] + b)`` per neuron, computing it now if the kernel left it lazy."""
+        if self._m.lazy is not None:
+            v_last, stats = self._last_potential()
+            lib = native_bdett.library()
+            self._m.base = native_bdett.memory(lib, v_last, stats, self.stats == "batch", self._params())
+            self._m.lazy = None
+        return self._m.base
+
+    def _kernel_memory(self, v: torch.Tensor) -> torch.Tensor | tuple | None | object:
+        """The memory in the form the kernel takes for potentials ``v``, or ``_NO_KERNEL`` if it cannot."""
+        if self._m.lazy is not None:
+            v_last, stats = self._last_potential()
+            return (v_last, stats) if v_last.shape == v.shape else _NO_KERNEL
+        if self._m.base is None or native_bdett.accepts(v, self._m.base, None):
+            return self._m.base
+        return _NO_KERNEL
+
     def forward(self, v: torch.Tensor, v_prev: torch.Tensor) -> torch.Tensor:
         # Θ[t] = ½ P[t-1] + ½ (a e^{−ΔV/C} + b) = base + ½ a e^{−ΔV/C}
-        self._pending = None
-        lib = None
-        if self.backend != "torch" and native_bdett.accepts(v, v_prev, self._base):
+        self._m.pending = None
+        if self.backend != "torch" and native_bdett.accepts(v, v_prev, None):
             lib = native_bdett.library()
-        if lib is not None:  # the kernel also computes the next base, which observe() then takes
-            key = (self.p0, self.a, self.b, self.C, self.psi, self.eta, self.range_factor, self.max_exponent)
-            if self._scalars is None or self._scalars[0] != key:
-                self._scalars = (key, native_bdett.constants(*key))
-            theta, next_base = native_bdett.step(
-                lib, v, v_prev, self._base, self.stats == "batch", self._scalars[1], self._spare
-            )
-            self._pending = (v, theta, _version(v), _version(theta), next_base)
-            return theta
-        if self._base is None:
+            memory = _NO_KERNEL if lib is None else self._kernel_memory(v)
+            if memory is not _NO_KERNEL:
+                theta, stats = native_bdett.step(lib, v, v_prev, memory, self.stats == "batch", self._params())
+                self._m.pending = (v, theta, _version(v), _version(theta), stats)
+                return theta
+        base = self._materialized_base()
+        if base is None:
             return self._exp_rate(v, v_prev).mul_(0.5 * self.a).add_(0.5 * (self.p0 + self.b))
-        return torch.add(self._base, self._exp_rate(v, v_prev), alpha=0.5 * self.a)
+        return torch.add(base, self._exp_rate(v, v_prev), alpha=0.5 * self.a)
 
     def observe(self, v: torch.Tensor, theta: torch.Tensor, spikes: torch.Tensor) -> None:
         # P = η z + V_θ + ln(1 + e^{z/ψ}), z = V − V_m, stored as ½ (P + b). V and Θ statistics in
         # one pass over a stacked tensor; u = z·log2(e)/ψ serves both terms (η z = η ψ ln2 · u).
-        pending, self._pending = self._pending, None
+        pending, self._m.pending = self._m.pending, None
+        self._m.lazy = None
         if (
             pending is not None
             and pending[0] is v
             and pending[1] is theta
             and pending[2:4] == (_version(v), _version(theta))
         ):
-            # computed by the kernel in forward() from this very V and Θ; the old base's memory is
-            # reused for the next one (the base is private: P returns a new tensor)
-            self._spare, self._base = self._base, pending[4]
+            # the kernel's statistics of this very V and Θ: the memory is computed when it is needed
+            self._m.base, self._m.lazy = None, (v.detach(), _version(v), pending[4])
             return
         k = _LOG2E / self.psi
         v = v.detach()
@@ -222,10 +268,14 @@ class BDETT(Threshold):
         u = torch.sub(v, low_v).mul_(k)
         softplus = u.exp2().log1p_()  # ln(1 + e^{z/ψ}) literally, as the official code
         softplus.add_(u, alpha=self.eta / k)
-        self._base = torch.add(0.5 * (low_theta + self.b), softplus, alpha=0.5)
+        self._m.base = torch.add(0.5 * (low_theta + self.b), softplus, alpha=0.5)
 
     def reset(self) -> None:
-        self._base = self._pending = self._spare = None
+        self._m.base = self._m.pending = self._m.lazy = None
+
+    def __getstate__(self) -> dict:
+        # a copy or pickle holds the memory itself: the lazy form refers to the caller's V by version
+        return {**self.__dict__, "_m": _BDETTMemory(base=self._materialized_base())}
 
     def extra_repr(self) -> str:
         guard = "" if self.max_exponent is None else f", max_exponent={self.max_exponent}"
