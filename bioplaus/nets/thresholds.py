@@ -124,7 +124,10 @@ class BDETT(Threshold):
     pass, compiled on first use; it agrees with the eager path to float32 rounding, including the
     faithful overflow to ``inf``) and everything else through PyTorch; ``"torch"`` always uses
     PyTorch (bit-for-bit the figures recorded before the kernel existed), and ``"native"`` insists
-    on the kernel and raises if no C compiler is available.
+    on the kernel and raises if no C compiler is available. With the kernel, observe() keeps
+    ``V[t]`` and its layer statistics rather than ``P[t]``, and the next step computes ``P`` in its
+    own pass (so the last step of a trajectory never does); modifying that ``V`` in place before
+    the next step is therefore an error, reported as such.
 
     Args:
         psi: softplus scale ``ψ`` (4 in the obstacle-avoidance SAN, 6 in PopSAN).
