@@ -4,10 +4,10 @@ Some rules cost more in PyTorch's per-operation overhead than in arithmetic: BDE
 about twenty element-wise operations on a few thousand numbers per time step. A kernel here does
 the same arithmetic in one pass. Each kernel is an optional accelerator, never a requirement:
 
-* the C source ships with the package (``bioplaus/native/*.c``) and is compiled by the system's C
+* the C source ships with the package (``bioplaus/native/*.c`` and the shared ``*.h``) and is compiled by the system's C
   compiler (``$CC``, else ``cc``, ``gcc``, ``clang``) with ``-O3 -march=native`` into a cache folder
   (``$BIOPLAUS_CACHE_DIR``, else ``$XDG_CACHE_HOME/bioplaus``, else ``~/.cache/bioplaus``, else the
-  temporary folder), under a name that hashes the source, the flags, the compiler and this CPU, so
+  temporary folder), under a name that hashes the source and headers, the flags, the compiler and this CPU, so
   a shared home folder never hands one machine's binary to another;
 * compilation takes well under a second, happens once per source and machine, and is safe when
   several processes (``pytest -n``, sweeps) race for it;
@@ -28,12 +28,17 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from bioplaus.errors import ConfigError
+
 SOURCE_DIR = Path(__file__).resolve().parent
 FLAG_SETS = (
     ("-O3", "-march=native", "-fno-trapping-math", "-fopenmp-simd"),
     ("-O3", "-fno-trapping-math"),
 )
 """Compiler flags tried in order; the second set serves compilers without ``-march=native``."""
+
+BACKENDS = ("auto", "native", "torch")
+"""What a layer with a kernel may be asked to run: the kernel where it applies, insist on it, or PyTorch only."""
 
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _reasons: dict[str, str] = {}
@@ -73,7 +78,9 @@ def _cpu_identity() -> str:
 def _compile(name: str, compiler: str, flags: tuple[str, ...], folders: list[Path]) -> Path:
     source = SOURCE_DIR / f"{name}.c"
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), *flags, version, _cpu_identity()]).encode()).hexdigest()
+    headers = [header.read_text() for header in sorted(SOURCE_DIR.glob("*.h"))]
+    key = hashlib.sha256("\0".join([source.read_text(), *headers, *flags, version, _cpu_identity()]).encode())
+    key = key.hexdigest()
     errors = []
     for folder in folders:
         target = folder / f"{name}-{key[:16]}{'.dylib' if platform.system() == 'Darwin' else '.so'}"
@@ -121,6 +128,21 @@ def load(name: str) -> ctypes.CDLL | None:
         _reasons[name] = "unavailable: " + " | ".join(failures)
     _loaded[name] = library
     return library
+
+
+def check_backend(backend: str, name: str, owner: str) -> str:
+    """Validate a layer's ``backend`` choice for kernel ``name`` (one of :data:`BACKENDS`).
+
+    ``"native"`` needs the kernel to load: where it cannot, ``ConfigError`` gives the reason and the fix.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"{owner} backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "native" and load(name) is None:
+        raise ConfigError(
+            f"{owner} backend='native' but the C kernel is unavailable ({_reasons.get(name)}); "
+            "install a C compiler (gcc or clang), unset BIOPLAUS_NATIVE=0, or use backend='auto'"
+        )
+    return backend
 
 
 def status() -> dict[str, str]:

@@ -44,7 +44,7 @@ save all of it). The attention graph thus grows as ``O(T · k_top)``, not ``O(T�
 ``gather=False`` scores every memory with the graph and masks, the same function and gradients
 at quadratic memory (kept as the test oracle). With the MLP scorer the whole read (ranking,
 top-k, sparsifier, weighted sum) is one autograd node with a hand-written backward
-(:class:`~bioplaus.nets.sab_read.SparseRead`); the official scorer runs the same steps as
+(:class:`~bioplaus.nets.sab_read.AttentionStep`); the official scorer runs the same steps as
 ordinary autograd operations. The memory is a :class:`~bioplaus.nets.sab_memory.MemoryBank`:
 a buffer without graph whose gradient reaches each stored state through a side channel, so
 neither writes nor reads cost time in proportion to the memory's size, beyond the ranking.
@@ -58,13 +58,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bioplaus import native
 from bioplaus.core import Linear, TaskSpec
 from bioplaus.core.recurrent import StoredStates
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets._registry import register
 from bioplaus.nets.lstm import SequenceNet, sequence_sizes
-from bioplaus.nets.sab_memory import MemoryBank
-from bioplaus.nets.sab_read import TINY, SparseRead
+from bioplaus.nets.sab_memory import TINY, MemoryBank
+from bioplaus.nets.sab_read import AttentionStep, ReadPlan, read_weights
 from bioplaus.registry import did_you_mean
 
 THRESHOLDS: dict[str, tuple[int, float, float]] = {"k+1": (1, 0.0, 0.0), "k": (0, 1e-7, 1e-7)}
@@ -98,6 +99,11 @@ def sparsify(scores: torch.Tensor, k_top: int, threshold: str = "k+1") -> torch.
     return r / (total + eps if eps else total.clamp_min(TINY))
 
 
+def _plain(layer: Linear) -> bool:
+    """Whether a rule left ``layer`` as plain backprop (default settings), so its weight may be used directly."""
+    return layer.settings == layer.settings_type()
+
+
 class MLPScorer(nn.Module):
     """``a_i = vᵀ tanh(W_q ĥ + b_q + W_m m_i)``; keys ``W_m m_i`` are computed once per memory.
 
@@ -125,10 +131,25 @@ class MLPScorer(nn.Module):
         """Scores ``(batch, n)`` of ``n`` keys ``(batch, n, score_hidden)``."""
         return self.v(torch.tanh(q.unsqueeze(1) + keys)).squeeze(2)
 
-    def read(self, q: torch.Tensor, bank: MemoryBank, k_top: int, threshold: str) -> tuple[torch.Tensor, ...]:
-        """Summary ``s``, weights and slots of the winners, as one autograd node (:class:`SparseRead`)."""
-        extra, shift, eps = THRESHOLDS[threshold]
-        return SparseRead.apply(q, self.v.weight, bank.link(), bank.store, k_top + extra, shift, eps)
+    @property
+    def fused(self) -> bool:
+        """Whether the fused read (:meth:`plan`) applies: the query and output layers run plain backprop (no
+        rule configured them), so the step may use their weights directly."""
+        return all(_plain(layer) for layer in (self.query_proj, self.v))
+
+    @property
+    def fused_key(self) -> bool:
+        """Whether the memory may compute keys itself (``κ = W_m m``, :meth:`MemoryBank.write`)."""
+        return _plain(self.key_proj)
+
+    def plan(self, bank: MemoryBank, threshold: str, writes: bool) -> ReadPlan:
+        """The plan of a sequence's fused steps (:class:`AttentionStep`); ``writes``: steps store their state
+        and its key themselves."""
+        _, shift, eps = THRESHOLDS[threshold]
+        key_weight = self.key_proj.weight if writes else None
+        return ReadPlan(
+            bank.store, shift, eps, (self.query_proj.weight, self.query_proj.bias, self.v.weight, key_weight)
+        )
 
 
 class OfficialScorer(nn.Module):
@@ -137,6 +158,8 @@ class OfficialScorer(nn.Module):
     The query adds the same term to every score, so score differences, and with them the
     sparsified weights once the memory exceeds ``k_top``, do not depend on ``ĥ``.
     """
+
+    fused = fused_key = False
 
     def __init__(self, hidden: int):
         super().__init__()
@@ -155,17 +178,21 @@ class OfficialScorer(nn.Module):
     def score(self, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         return q + keys.squeeze(2)
 
-    @torch.no_grad()
-    def rank(self, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        return self.score(q, keys)
 
-    def read(self, q: torch.Tensor, bank: MemoryBank, k_top: int, threshold: str) -> tuple[torch.Tensor, ...]:
-        """Summary ``s``, weights and slots of the winners; advanced indexing saves only the indices."""
-        slots, H = bank.read_all(), bank.store.hidden
-        idx = self.rank(q, slots[..., H:]).topk(k_top + THRESHOLDS[threshold][0], 1).indices
-        winners = slots[bank.store.rows, idx]
-        w = sparsify(self.score(q, winners[..., H:]), k_top, threshold)
-        return (w.unsqueeze(2) * winners[..., :H]).sum(1), w, idx
+def gather_read(
+    scorer: MLPScorer | OfficialScorer, q: torch.Tensor, bank: MemoryBank, k_top: int, threshold: str
+) -> tuple[torch.Tensor, ...]:
+    """Summary ``s``, weights and slots of the winners with autograd operations (any scorer, any layer settings).
+
+    Every slot is ranked without a graph; the winners are rescored with it, picked by advanced
+    indexing, which saves only their indices (``torch.gather`` would save the whole memory).
+    """
+    slots, H = bank.read_all(), bank.store.hidden
+    with torch.no_grad():
+        idx = scorer.score(q, slots[..., H:]).topk(k_top + THRESHOLDS[threshold][0], 1).indices
+    winners = slots[bank.store.rows, idx]
+    w = sparsify(scorer.score(q, winners[..., H:]), k_top, threshold)
+    return (w.unsqueeze(2) * winners[..., :H]).sum(1), w, idx
 
 
 class AttentiveLSTM(SequenceNet, StoredStates):
@@ -184,9 +211,12 @@ class AttentiveLSTM(SequenceNet, StoredStates):
         small_memory: weights while the memory has ``≤ k_top`` slots: ``"uniform"`` or ``"raw"`` (official).
         gather: rank without graph and rescore only the winners (``True``), or score every memory
             with the graph and mask (``False``; same function, quadratic memory; a test oracle).
+        backend: with the MLP scorer and ``gather``, how the attention step runs: ``"auto"`` (a C
+            kernel for float32 CPU tensors, PyTorch otherwise), ``"native"`` (the kernel must
+            compile) or ``"torch"`` (:class:`~bioplaus.nets.sab_read.AttentionStep`).
     """
 
-    _transient = ("state", "bank", "_log")
+    _transient = ("state", "bank", "_plan", "_key_weight", "_log")
 
     def __init__(
         self,
@@ -201,6 +231,7 @@ class AttentiveLSTM(SequenceNet, StoredStates):
         threshold: str = "k+1",
         small_memory: str = "uniform",
         gather: bool = True,
+        backend: str = "auto",
     ):
         super().__init__(n_in, hidden, n_out, 2 * hidden)
         for name, value in (("k_top", k_top), ("k_att", k_att), ("score_hidden", score_hidden or hidden)):
@@ -212,6 +243,7 @@ class AttentiveLSTM(SequenceNet, StoredStates):
         if attention == "sparse" and threshold == "k" and k_top < 2:
             raise ConfigError("threshold 'k' keeps k_top − 1 memories, so k_top=1 would keep none: use k_top ≥ 2")
         self.k_top, self.k_att, self.gather = k_top, k_att, gather
+        self.backend = native.check_backend(backend, "sab", "SAB")
         self.scorer = (
             MLPScorer(hidden, score_hidden or hidden)
             if _choice(scorer, SCORERS, "scorer") == "mlp"
@@ -219,6 +251,12 @@ class AttentiveLSTM(SequenceNet, StoredStates):
         )
         self.bank: MemoryBank | None = None
         """The memory of this sequence (slots ``[m_i; key_i]``), made by :meth:`reset_state`."""
+        self._plan: ReadPlan | None = None
+        """The sequence's read plan when the fused step applies (MLP scorer, gather, layers not configured)."""
+        self._key_weight: torch.Tensor | None = None
+        """``W_m`` when the memory computes keys itself (MLP scorer, key layer not configured)."""
+        self._rank = k_top + THRESHOLDS[self.threshold][0]
+        """Winners a sparse read keeps (the threshold's included)."""
         self._log: list[torch.Tensor] | None = None
 
     @property
@@ -228,7 +266,15 @@ class AttentiveLSTM(SequenceNet, StoredStates):
 
     def _reset_core(self, batch_size: int) -> None:
         h0 = self.state[0]
-        self.bank = MemoryBank(h0, batch_size, self.hidden, self.scorer.key_size, chain=not self.defer_credit)
+        backend = "torch" if self.backend == "torch" else "auto"
+        self.bank = MemoryBank(
+            h0, batch_size, self.hidden, self.scorer.key_size, chain=not self.defer_credit, backend=backend
+        )
+        scorer = self.scorer
+        self._key_weight = scorer.key_proj.weight if scorer.fused_key else None
+        fused = self.attention == "sparse" and self.gather and scorer.fused
+        writes = self._key_weight is not None and not self.defer_credit  # merged writes need the token chain
+        self._plan = scorer.plan(self.bank, self.threshold, writes) if fused else None
         self._write(h0)
 
     def release_credit(self) -> None:
@@ -236,27 +282,57 @@ class AttentiveLSTM(SequenceNet, StoredStates):
             self.bank.release()
 
     def _write(self, h: torch.Tensor) -> None:
-        """Append ``h`` and its key (computed once, here) to the memory."""
-        self.bank.write(h, self.scorer.key(h))
-
-    def _attend(self, h_hat: torch.Tensor) -> torch.Tensor:
-        """The summary ``s_t = Σ_i w_i m_i`` for the provisional state ``ĥ_t``."""
-        H, q, bank = self.hidden, self.scorer.query(h_hat), self.bank
-        n = bank.n
-        if self.attention == "sparse" and self.gather and n > self.k_top:
-            s, w, idx = self.scorer.read(q, bank, self.k_top, self.threshold)
-            self._record(lambda: h_hat.new_zeros(h_hat.shape[0], n).scatter(1, idx, w))
-            return s
-        slots = bank.read_all()
-        if self.attention == "softmax":
-            w = torch.softmax(self.scorer.score(q, slots[..., H:]), 1)
-        elif n <= self.k_top:
-            raw = self.small_memory == "raw"
-            w = self.scorer.score(q, slots[..., H:]) if raw else h_hat.new_full((h_hat.shape[0], n), 1.0 / n)
+        """Append ``h`` and its key (computed once, here or by the memory) to the memory."""
+        if self._key_weight is not None:
+            self.bank.write(h, key_weight=self._key_weight)
         else:
-            w = sparsify(self.scorer.score(q, slots[..., H:]), self.k_top, self.threshold)
-        self._record(lambda: w)
-        return (w.unsqueeze(2) * slots[..., :H]).sum(1)
+            self.bank.write(h, self.scorer.key(h))
+
+    def _attend(self, h_hat: torch.Tensor, write: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(h_t, [h_t; s_t])``: the new state ``h_t = ĥ_t + s_t`` and the readout's input, ``s_t = Σ_i w_i m_i``;
+        ``h_t`` joins the memory if ``write``."""
+        H, bank, plan = self.hidden, self.bank, self._plan
+        n, sparse = bank.n, self.attention == "sparse"
+        B = h_hat.shape[0]
+        small = n <= self.k_top
+        if plan is not None and not (small and self.small_memory == "raw"):
+            merged = write and plan.writes
+            h, out, token = AttentionStep.apply(
+                h_hat, *plan.params, bank.link(), plan, 0 if small else self._rank, merged
+            )
+            self._record(lambda: read_weights(bank.store, B))
+            if merged:
+                bank.token = token
+            elif write:
+                self._write(h)
+            return h, out
+        scorer = self.scorer
+        if sparse and small and self.small_memory == "uniform":
+            s = bank.read_all()[..., :H].mean(1)
+            self._record(lambda: h_hat.new_full((B, n), 1.0 / n))
+        elif sparse and self.gather and not small:
+            s, w, idx = gather_read(scorer, scorer.query(h_hat), bank, self.k_top, self.threshold)
+            self._record(lambda: self._scatter(h_hat, n, w, idx))
+        else:
+            q, slots = scorer.query(h_hat), bank.read_all()
+            scores = scorer.score(q, slots[..., H:])
+            if self.attention == "softmax":
+                w = torch.softmax(scores, 1)
+            elif small:  # raw scores as weights (official)
+                w = scores
+            else:
+                w = sparsify(scores, self.k_top, self.threshold)
+            self._record(lambda: w)
+            s = (w.unsqueeze(2) * slots[..., :H]).sum(1)
+        h = h_hat + s
+        if write:
+            self._write(h)
+        return h, torch.cat([h, s], 1)
+
+    @staticmethod
+    def _scatter(like: torch.Tensor, n: int, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Weights ``w`` of slots ``idx`` ``(batch, R)`` spread over all ``n`` slots, ``(batch, n)``."""
+        return like.new_zeros(like.shape[0], n).scatter(1, idx, w)
 
     def _record(self, weights: Callable[[], torch.Tensor]) -> None:
         """Log this step's attention over every slot (``(batch, slots)``) when :meth:`attention_map` asks."""
@@ -265,12 +341,9 @@ class AttentiveLSTM(SequenceNet, StoredStates):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         h_hat, (_, c) = self.lstm(x, self.state, self.t)
-        s = self._attend(h_hat)
-        h = h_hat + s
+        h, out = self._attend(h_hat, write=(self.t + 1) % self.k_att == 0)
         self.state = (h, c)
-        if (self.t + 1) % self.k_att == 0:
-            self._write(h)
-        return torch.cat([h, s], 1)
+        return out
 
     @torch.no_grad()
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -300,11 +373,12 @@ def sab_lstm(
     threshold: str = "k+1",
     small_memory: str = "uniform",
     gather: bool = True,
+    backend: str = "auto",
 ) -> AttentiveLSTM:
     """SAB-LSTM (Ke et al. 2018): sparse top-k attention over past states; train with tbptt(k_trunc)."""
     n_in, n_out = sequence_sizes(spec)
     return AttentiveLSTM(
-        n_in, hidden, n_out, k_top, k_att, "sparse", scorer, score_hidden, threshold, small_memory, gather
+        n_in, hidden, n_out, k_top, k_att, "sparse", scorer, score_hidden, threshold, small_memory, gather, backend
     )
 
 

@@ -6,9 +6,9 @@ by concatenation, each write would copy the whole memory and each read's backwar
 a memory-shaped gradient that flows back through every earlier concatenation: ``O(T²/k_att)``
 time in both passes even when a read touches ``k_top + 1`` slots.
 
-Here the slots live in a preallocated buffer without a graph (:attr:`MemoryBank.data`,
+Here the slots live in a preallocated buffer without a graph (:attr:`SlotStore.data`,
 ``(batch, capacity, H + K)``, doubled when full). A read is an autograd node whose backward
-adds the gradient of the slots it used into a buffer of the same shape (:attr:`MemoryBank.grad`,
+adds the gradient of the slots it used into a buffer of the same shape (:attr:`SlotStore.grad`,
 the side channel), and a write is an autograd node (:class:`WriteSlot`) whose backward hands
 slot ``j``'s accumulated gradient to the graph of ``(m_j, κ_j)`` and clears it.
 
@@ -24,13 +24,19 @@ step's work is ``O(k_top)`` slots (sparse read) instead of ``O(slots)``.
 
 **Deferred credit** (streaming backward, :class:`~bioplaus.core.recurrent.StoredStates`):
 without the token chain, segment backwards stop at the reads, which accumulate into
-:attr:`MemoryBank.grad`; :meth:`MemoryBank.release` then sends each slot's gradient through its
-own graph once, newest first (a slot's graph only reaches slots written before it).
+:attr:`SlotStore.grad`; each write still outputs a token of its own, and
+:meth:`MemoryBank.release` back-propagates these, newest first, so each slot's gradient goes
+through its own graph once (a slot's graph only reaches slots written before it).
 """
 
 from __future__ import annotations
 
 import torch
+
+from bioplaus.native import sab as kernel
+
+TINY = 1e-12
+"""Floor of the read's normaliser when all kept scores tie: the weights are then 0, not NaN."""
 
 
 class SlotStore:
@@ -47,17 +53,35 @@ class SlotStore:
         hidden: size ``H`` of a stored state ``m_j``.
         key_size: size ``K`` of its key ``κ_j``.
         capacity: initial slots allocated (doubled when full).
+        backend: ``"auto"``: the C kernels of :mod:`bioplaus.native.sab` serve this memory when it is
+            float32 on the CPU and they compile; ``"torch"``: never.
     """
 
-    def __init__(self, like: torch.Tensor, batch: int, hidden: int, key_size: int, capacity: int = 16):
+    def __init__(
+        self, like: torch.Tensor, batch: int, hidden: int, key_size: int, capacity: int = 16, backend: str = "auto"
+    ):
         self.hidden, self.n = hidden, 0
         self.data = like.new_zeros(batch, capacity, hidden + key_size)
         """The slots ``[m_j; κ_j]``, ``(batch, capacity, H + K)``; the first :attr:`n` are written."""
         self.grad: torch.Tensor | None = None
         """Accumulated ``∂L/∂[m_j; κ_j]`` from reads whose backward ran (allocated by the first one)."""
+        self.last_read: tuple | None = None
+        """``(state, idx, n)`` of the latest fused read, for logging (:func:`~bioplaus.nets.sab_read.read_weights`)."""
         self.rows = torch.arange(batch, device=like.device).unsqueeze(1)
         """Batch row of every sequence, ``(batch, 1)``, for indexing slots per row."""
         self._offsets = self.rows * capacity
+        self.lib = kernel.library() if backend != "torch" and kernel.accepts(self.data) else None
+        """The compiled kernels serving this memory, or ``None`` (PyTorch)."""
+        self.aux = self.data.new_empty(batch, capacity, key_size + 1) if self.lib is not None else None
+        """With the kernels: per slot, ``e^{2κ_j}`` and ``max |κ_j|``, what the kernel's fast score reads
+        (``bioplaus/native/sab.c``); written with every slot."""
+        self._shape = kernel.Shape(batch, 0, capacity, hidden, key_size, 0, 0, 0, 0.0, 0.0, TINY)
+
+    def shape(self, n: int) -> kernel.Shape:
+        """The kernels' description of this memory with ``n`` slots (one object, updated in place)."""
+        shape = self._shape
+        shape.n, shape.capacity = n, self.data.shape[1]
+        return shape
 
     @property
     def capacity(self) -> int:
@@ -69,11 +93,30 @@ class SlotStore:
 
     def append(self, value: torch.Tensor, key: torch.Tensor) -> int:
         """Copy ``[value; key]`` into the next slot (growing the buffers if full); returns its index."""
+        j = self.next_slot()
+        self.data[:, j, : self.hidden] = value.detach()
+        self.data[:, j, self.hidden :] = key.detach()
+        if self.lib is not None:
+            kernel.key_aux(self.lib, self, self.shape(self.n), j)
+        return j
+
+    def append_projected(self, value: torch.Tensor, key_weight: torch.Tensor) -> int:
+        """Copy ``value`` and its key ``W_m value`` (``key_weight`` ``(K, H)``) into the next slot; returns its
+        index."""
+        value, key_weight = value.detach(), key_weight.detach()
+        if self.lib is not None and value.is_contiguous() and key_weight.is_contiguous():
+            j = self.next_slot()
+            kernel.write(self.lib, self, value, key_weight, self.shape(self.n), j)
+            return j
+        return self.append(value, value @ key_weight.t())
+
+    def next_slot(self) -> int:
+        """Claim the next slot (growing the buffers if full) for a write; returns its index."""
         if self.n == self.capacity:
             self.data = torch.cat([self.data, torch.zeros_like(self.data)], 1)
+            if self.aux is not None:
+                self.aux = torch.cat([self.aux, torch.empty_like(self.aux)], 1)
             self._offsets = self.rows * self.capacity
-        self.data[:, self.n, : self.hidden] = value.detach()
-        self.data[:, self.n, self.hidden :] = key.detach()
         self.n += 1
         return self.n - 1
 
@@ -84,6 +127,17 @@ class SlotStore:
         elif self.grad.shape[1] < self.capacity:
             self.grad = torch.cat([self.grad, torch.zeros_like(self.data[:, self.grad.shape[1] :])], 1)
         return self.grad.view(-1, self.grad.shape[2])
+
+    def take_projected_grad(
+        self, j: int, value: torch.Tensor, key_weight: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Slot ``j``'s gradient handed through its key ``κ = W_m value``: ``(∂L/∂value, ∂L/∂W_m)``, cleared."""
+        if self.grad is None:
+            return None, None
+        if self.lib is not None and key_weight.is_contiguous():
+            return kernel.write_backward(self.lib, self, key_weight, self.shape(self.n), j)
+        g_value, g_key = self.take_grad(j)
+        return torch.addmm(g_value, g_key, key_weight), g_key.t() @ value
 
     def take_grad(self, j: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Slot ``j``'s accumulated gradient ``(∂L/∂m_j, ∂L/∂κ_j)``, cleared in the buffer (``None`` if no read ran)."""
@@ -105,13 +159,16 @@ class MemoryBank:
         key_size: size ``K`` of its key ``κ_j``.
         chain: order writes after later reads by the token chain (single backward); ``False``
             defers slot credit to :meth:`release` (streaming backward).
+        backend: ``"auto"`` or ``"torch"``, see :class:`SlotStore`.
     """
 
-    def __init__(self, like: torch.Tensor, batch: int, hidden: int, key_size: int, chain: bool = True):
-        self.store = SlotStore(like, batch, hidden, key_size)
+    def __init__(
+        self, like: torch.Tensor, batch: int, hidden: int, key_size: int, chain: bool = True, backend: str = "auto"
+    ):
+        self.store = SlotStore(like, batch, hidden, key_size, backend=backend)
         self.chain = chain
-        self.slots: list[tuple[torch.Tensor, torch.Tensor]] = []
-        """What was written, with its graph: ``(m_j, κ_j)``."""
+        self.tokens: list[torch.Tensor] = []
+        """Deferred mode: each write's own token, whose backward hands the slot's gradient on (:meth:`release`)."""
         self.token: torch.Tensor | None = None
         """Output of the latest write with a graph (chain mode); reads take it as an input."""
         self.anchor = None if chain else like.new_zeros(()).requires_grad_()
@@ -130,24 +187,25 @@ class MemoryBank:
         """The input a read takes to be ordered before the writes' backward (token, or the deferred anchor)."""
         return self.token if self.chain else self.anchor
 
-    def write(self, value: torch.Tensor, key: torch.Tensor) -> None:
-        """Store ``[value; key]`` (``(batch, H)``, ``(batch, K)``) as the next slot."""
-        j = self.store.append(value, key)
-        self.slots.append((value, key))
-        if self.chain and (value.requires_grad or key.requires_grad):
-            self.token = WriteSlot.apply(value, key, self.token, self.store, j)
+    def write(
+        self, value: torch.Tensor, key: torch.Tensor | None = None, key_weight: torch.Tensor | None = None
+    ) -> None:
+        """Store ``value`` ``(batch, H)`` and its ``key`` ``(batch, K)`` as the next slot, or, with ``key_weight``
+        ``W_m`` ``(K, H)`` instead of ``key``, the key ``W_m value`` computed here (in the kernel where it serves)."""
+        projected = key is None
+        j = self.store.append_projected(value, key_weight) if projected else self.store.append(value, key)
+        source = key_weight if projected else key
+        if value.requires_grad or source.requires_grad:
+            token = WriteSlot.apply(value, source, self.token if self.chain else None, self.store, j, projected)
+            if self.chain:
+                self.token = token
+            else:
+                self.tokens.append(token)
 
     def release(self) -> None:
         """Deferred credit: send every slot's accumulated gradient through its own graph, newest first."""
-        for j in range(self.n - 1, -1, -1):
-            value, key = self.slots[j]
-            if not (value.requires_grad or key.requires_grad):
-                continue
-            g_value, g_key = self.store.take_grad(j)
-            if g_value is not None:
-                pairs = [(t, g) for t, g in ((value, g_value), (key, g_key)) if t.requires_grad]
-                # retain: slots written in one truncation segment share its steps
-                torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs], retain_graph=True)
+        for token in reversed(self.tokens):
+            token.backward(retain_graph=True)  # retain: slots written in one truncation segment share its steps
 
     def read_all(self) -> torch.Tensor:
         """Every written slot, ``(batch, n, H + K)``, differentiable through the side channel (a copy)."""
@@ -159,17 +217,24 @@ class MemoryBank:
 
 
 class WriteSlot(torch.autograd.Function):
-    """``token = write(m_j, κ_j, token)``: backward hands slot ``j``'s accumulated gradient to ``(m_j, κ_j)``."""
+    """``token = write(m_j, κ_j or W_m, token, store, j, projected)``: backward hands slot ``j``'s accumulated
+    gradient to ``m_j`` and its key ``κ_j``, or, when ``projected`` (``κ_j = W_m m_j``, computed by the
+    store), to ``m_j`` and ``W_m``: ``∂L/∂m_j = ḡm + W_mᵀ ḡκ``, ``∂L/∂W_m = ḡκ m_jᵀ`` summed over rows."""
 
     @staticmethod
-    def forward(ctx, value, key, token, store: SlotStore, j: int):  # type: ignore[override]
-        ctx.store, ctx.j, ctx.chained = store, j, token is not None
+    def forward(ctx, value, source, token, store: SlotStore, j: int, projected: bool):  # type: ignore[override]
+        ctx.store, ctx.j, ctx.chained, ctx.projected = store, j, token is not None, projected
+        if projected:
+            ctx.save_for_backward(value, source)
         return value.new_zeros(())
 
     @staticmethod
     def backward(ctx, g_token):  # type: ignore[override]
-        g_value, g_key = ctx.store.take_grad(ctx.j)
-        return g_value, g_key, g_token if ctx.chained else None, None, None
+        if ctx.projected:
+            g_value, g_source = ctx.store.take_projected_grad(ctx.j, *ctx.saved_tensors)
+        else:
+            g_value, g_source = ctx.store.take_grad(ctx.j)
+        return g_value, g_source, g_token if ctx.chained else None, None, None, None
 
 
 class ReadAll(torch.autograd.Function):

@@ -1,19 +1,24 @@
-r"""SAB's sparse memory read with the MLP scorer (ranking, top-k, sparsifier, sum), one autograd node.
+r"""SAB's attention step with the MLP scorer (query, ranking, top-k, sparsifier, sum), one autograd node.
 
-Every slot ``[m_j; κ_j]`` (value and key) of the memory is scored, the ``R`` best are kept
-(``R = k_top + 1``, or ``k_top`` for the official threshold) and read:
+From the provisional state :math:`\hat h` (``(B, H)``) and every memory slot ``[m_j; κ_j]``
+(value and the key ``κ_j = W_m m_j`` kept from its write):
 
 .. math::
 
-    u_j = q + \kappa_j, \quad t_j = \tanh u_j, \quad a_j = v^\top t_j, \quad
-    \tau = \min_j a_j + \delta, \quad r_j = \mathrm{relu}(a_j - \tau), \quad
-    Z = \textstyle\sum_j r_j + \epsilon, \quad w_j = r_j / Z, \quad s = \sum_j w_j m_j
+    q = W_q \hat h + b_q, \quad u_j = q + \kappa_j, \quad t_j = \tanh u_j, \quad a_j = v^\top t_j, \\
+    \tau = a_{(R)} + \delta, \quad r_j = \mathrm{relu}(a_j - \tau), \quad
+    Z = \textstyle\sum_j r_j + \epsilon, \quad w_j = r_j / Z, \quad s = \sum_j w_j m_j, \quad
+    \text{out} = [\hat h + s;\ s]
 
-(Ke et al. 2018, §3; ``δ, ε`` are 0 for the ``"k+1"`` threshold and 1e-7 for the official
-``"k"``; with ``ε = 0`` the normaliser is floored at 1e-12 so tied scores give zero weights).
-Eager PyTorch records about twenty small autograd nodes for this per time step, and at
-``B = 32, H = 64`` their bookkeeping costs more than their arithmetic. This node computes the
-same function and its exact gradient by hand, from the upstream ``g = ∂L/∂s``:
+(Ke et al. 2018, §3): the ``R`` best slots are kept (``R = k_top + 1``, or ``k_top`` for the
+official threshold; ``δ, ε`` are 0 for ``"k+1"`` and 1e-7 for ``"k"``; with ``ε = 0`` the
+normaliser is floored at 1e-12 so tied scores give zero weights). ``R = 0`` is the rule for a
+memory of at most ``k_top`` slots: ``w_j = 1/n`` for every slot, no score. ``out`` is what
+:class:`~bioplaus.nets.sab.AttentiveLSTM` needs, the new state ``h = ĥ + s`` and the readout's
+``[h; s]``. Eager PyTorch records about twenty-five small autograd nodes for this per time step,
+and at ``B = 32, H = 64`` their bookkeeping costs more than their arithmetic. This node computes
+the same function and its exact gradient by hand, from the upstream ``g = ∂L/∂s`` (both halves
+of ``∂L/∂out`` summed):
 
 .. math::
 
@@ -21,78 +26,197 @@ same function and its exact gradient by hand, from the upstream ``g = ∂L/∂s`
     \bar r_j = (\bar w_j - \textstyle\sum_l w_l \bar w_l) / Z, \quad
     \bar a_j = \bar r_j\,[r_j > 0] \;(+ \textstyle -\sum_l \bar r_l [r_l > 0] \text{ at } j = \arg\min a), \\
     \bar u_j = \bar a_j\, v \odot (1 - t_j^2), \quad \bar\kappa_j = \bar u_j, \quad
-    \bar q = \textstyle\sum_j \bar u_j, \quad \bar v = \sum_{b, j} \bar a_j\, t_j
+    \bar q = \textstyle\sum_j \bar u_j, \quad \bar v = \sum_{b, j} \bar a_j\, t_j, \quad
+    \bar{\hat h} = \bar{\text{out}}_{1:H} + W_q^\top \bar q, \quad
+    \bar W_q = \bar q\, \hat h^\top, \quad \bar b_q = \bar q
 
 (the threshold is not detached, as in the official code, so the score defining ``τ`` gets
-``−Σ ā``). ``tanh u`` is computed as ``2σ(2u) − 1``, the same value to rounding, because
-``torch.tanh`` is several times slower than ``torch.sigmoid`` on CPUs. Ranking needs no graph;
-only the winners' values, ``σ(2u_j)`` and indices are saved, so the graph per step holds
-``O(R)`` slots. The memory gradient ``(m̄_j, κ̄_j)`` is added into the memory's gradient buffer
-at the winners' slots (:mod:`~bioplaus.nets.sab_memory`), never returned as a memory-shaped tensor.
+``−Σ ā``). The forward saves ``ĥ``, ``q``, the weights, the winners' slots and ``Z``, not the
+winners: their values and ``t_j`` are read again from the memory, which is never overwritten.
+The memory gradient ``(m̄_j, κ̄_j)`` is added into the memory's gradient buffer at the winners'
+slots (:mod:`~bioplaus.nets.sab_memory`), never returned as a memory-shaped tensor.
+
+Two implementations compute this: a C kernel (:mod:`bioplaus.native.sab`, one pass per batch row,
+used for float32 CPU tensors when it compiles) and PyTorch operations (everything else, and the
+reference the kernel is tested against). The PyTorch path computes ``tanh u`` as ``2σ(2u) − 1``,
+the same value to rounding, because ``torch.tanh`` is several times slower than ``torch.sigmoid``
+on CPUs.
 """
 
 from __future__ import annotations
 
 import torch
 
-TINY = 1e-12
-"""Floor of the normaliser when all kept scores tie: the weights are then 0, not NaN."""
+from bioplaus.native import sab as kernel
+from bioplaus.nets.sab_memory import TINY
 
 
-def _tanh(u: torch.Tensor) -> torch.Tensor:
-    """``tanh u = 2σ(2u) − 1``, overwriting ``u``."""
-    return u.mul_(2).sigmoid_().mul_(2).sub_(1)
+class ReadPlan:
+    """What every step of one sequence shares: the memory, the threshold's constants, the scorer's
+    parameters, whether the C kernel serves them, and whether steps write their state themselves.
+
+    Made once per sequence (:meth:`~bioplaus.nets.sab.AttentiveLSTM.reset_state`), so that a
+    step does no set-up work: at ``B = 32, H = 64`` each microsecond of Python per step is
+    about half a percent of an LSTM step.
+
+    Args:
+        store: the memory's buffers (:class:`~bioplaus.nets.sab_memory.SlotStore`).
+        shift: δ added to the threshold.
+        eps: ε added to the normaliser (0: floored at :data:`TINY`).
+        params: the scorer's ``(W_q, b_q, v, W_m)``: ``b_q`` may be ``None``; ``W_m`` is ``None``
+            unless steps write their state and its key ``W_m h`` themselves (single backward, the
+            token chain of :mod:`~bioplaus.nets.sab_memory`).
+    """
+
+    __slots__ = ("store", "shift", "eps", "params", "lib", "writes", "_shape")
+
+    def __init__(self, store, shift: float, eps: float, params: tuple[torch.Tensor | None, ...]):
+        self.store, self.shift, self.eps, self.params = store, shift, eps, params
+        self.writes = params[3] is not None
+        self.lib = store.lib if store.lib is not None and kernel.accepts(*params) else None
+        """The compiled kernels when they serve this memory and these parameters, else ``None``."""
+        B, capacity, D = store.data.shape
+        self._shape = kernel.Shape(B, 0, capacity, store.hidden, D - store.hidden, 0, 0, 0, shift, eps, TINY)
+
+    def shape(self, n: int, rank: int) -> kernel.Shape:
+        """The kernel's description of a read of ``rank`` winners among ``n`` slots (one object, updated in place)."""
+        shape = self._shape
+        shape.n, shape.rank, shape.capacity = n, rank, self.store.data.shape[1]
+        return shape
 
 
-class SparseRead(torch.autograd.Function):
-    """``(s, w, idx) = read(q, v, link, store, R, δ, ε)``: rank every slot, keep ``R`` winners, read them.
+class AttentionStep(torch.autograd.Function):
+    """``(h, out, token) = step(ĥ, W_q, b_q, v, W_m, link, plan, R, write)``: read the memory and, if ``write``,
+    store the new state ``h`` in it.
 
-    Inputs: ``q`` ``(B, K)`` query term ``W_q ĥ + b_q``; ``v`` ``(1, K)`` scorer output weight;
-    ``link`` the memory's token (orders this read before the writes' backward, see
-    :mod:`~bioplaus.nets.sab_memory`); ``store`` the memory's buffers
-    (:class:`~bioplaus.nets.sab_memory.SlotStore`, more than ``R`` slots); ``R`` winners kept
-    (``k_top + 1``, or ``k_top`` for the official threshold); ``shift`` δ and ``eps`` ε.
-    Outputs: the summary ``s`` ``(B, H)``, and, not differentiable (for logging), the winners'
-    weights ``w`` and slots ``idx`` ``(B, R)``.
+    Inputs: ``ĥ`` ``(B, H)``; the scorer's query weight ``W_q`` ``(K, H)``, bias ``b_q`` ``(K,)``
+    (or ``None``), output weight ``v`` ``(1, K)`` and key weight ``W_m`` ``(K, H)`` (``None``
+    unless ``write``); ``link`` the memory's token (orders this step before the earlier writes'
+    backward, see :mod:`~bioplaus.nets.sab_memory`); ``plan`` the sequence's :class:`ReadPlan`
+    (the memory, with at least ``R`` slots, δ and ε); ``R`` winners kept (``0``: uniform
+    weights over every slot). Outputs: the new state ``h = ĥ + s`` ``(B, H)``, the readout's
+    input ``out = [h; s]`` ``(B, 2H)`` (``h`` twice, so that neither use needs a slicing node)
+    and, if ``write``, the new token (else ``None``). ``store.last_read`` keeps what logging
+    needs (:func:`read_weights`).
 
-    Ranking scores every slot by ``a' = vᵀσ(2(q + κ)) = (a + Σv)/2``, an increasing function of
-    ``a``, so ``topk`` returns the winners sorted, the threshold's at the end, and
-    ``a_j − τ = 2(a'_j − a'_R)``. The backward adds ``(w_j g, ū_j)`` into the memory's gradient
-    buffer at the winners' slots (the side channel) and returns the gradients of ``q`` and ``v``.
+    A writing step's backward first adds the gradient its slot gathered from later reads (complete
+    by then: every later read and write holds this step's token or a later one) to ``∂L/∂h``:
+    ``ḡm + W_mᵀ ḡκ``, with ``∂L/∂W_m = ḡκ hᵀ``; then the read's backward. One node per step
+    instead of a read and a write.
+
+    The C kernel runs where the plan has one and ``ĥ`` is contiguous, of the memory's dtype;
+    otherwise the PyTorch path. Both save ``ĥ``, ``W_q``, ``v``, the read's
+    ``state = [q, w, Z]`` ``(B, K + R + 1)`` and ``idx`` ``(B, R)`` (a uniform read saves none of
+    these), and ``W_m`` when writing.
     """
 
     @staticmethod
-    def forward(ctx, q, v, link, store, rank: int, shift: float, eps: float):  # type: ignore[override]
-        H, n = store.hidden, store.n
-        B, _, D = store.data.shape
-        q2 = q.unsqueeze(1) * 2
-        score = torch.add(q2, store.data[:, :n, H:], alpha=2).sigmoid_() @ v[0]  # a' = vᵀσ(2u), (B, n)
-        top, idx = score.topk(rank, 1)
+    def forward(ctx, h_hat, w_q, b_q, v, w_m, link, plan: ReadPlan, rank: int, write: bool):  # type: ignore[override]
+        store, lib, n = plan.store, plan.lib, plan.store.n
+        j, written = -1, None
+        if lib is not None and h_hat.dtype == store.data.dtype and h_hat.is_contiguous():
+            if write:
+                j = store.next_slot()
+            h, out, state, idx = kernel.step_forward(lib, store, h_hat, (w_q, b_q, v, w_m), plan.shape(n, rank), j)
+        else:
+            lib = None
+            h, out, state, idx = _forward(store, h_hat, w_q, b_q, v, n, rank, plan.shift, plan.eps)
+            if write:
+                j, written = store.append_projected(h, w_m), h
+        read = (h_hat, w_q, v) if rank else (None, None, None)
+        ctx.save_for_backward(*read, state, idx, w_m if write else None, written)
+        store.last_read = (state, idx, n)
+        ctx.plan, ctx.lib, ctx.n, ctx.rank, ctx.j, ctx.has_bias = plan, lib, n, rank, j, b_q is not None
+        return h, out, h.new_zeros(()) if write else None
+
+    @staticmethod
+    def backward(ctx, g_h, g_out, _g_token):  # type: ignore[override]
+        plan, rank, j = ctx.plan, ctx.rank, ctx.j
+        store = plan.store
+        h_hat, w_q, v, state, idx, w_m, written = ctx.saved_tensors
+        if ctx.lib is not None:
+            g_out = g_out if g_out.stride(1) == 1 else g_out.contiguous()
+            g_h = g_h if g_h.stride(1) == 1 else g_h.contiguous()
+            g_h_hat, g_params, g_w_m = kernel.step_backward(
+                ctx.lib, store, (h_hat, w_q, v, state, idx, w_m), plan.shape(ctx.n, rank), j, g_out, g_h
+            )
+        else:
+            g_w_m = None
+            if j >= 0:
+                g_written, g_w_m = store.take_projected_grad(j, written, w_m)
+                g_h = g_h if g_written is None else g_h + g_written
+            g_h_hat, g_params = _backward(store, (h_hat, w_q, v, state, idx) if rank else None, ctx.n, g_out, g_h)
+        needs = ctx.needs_input_grad
+        g_w_q = g_b_q = g_v = None
+        if g_params is not None:
+            K, H = w_q.shape
+            g_w_q = g_params[: K * H].view(K, H) if needs[1] else None
+            g_b_q = g_params[K * H : K * H + K] if needs[2] and ctx.has_bias else None
+            g_v = g_params[K * H + K :].view(1, K) if needs[3] else None
+        return g_h_hat, g_w_q, g_b_q, g_v, g_w_m if needs[4] else None, None, None, None, None
+
+
+def read_weights(store, batch: int) -> torch.Tensor:
+    """The latest read's weights over all slots it saw, ``(batch, n)`` (zeros where not kept), from
+    ``store.last_read``."""
+    state, idx, n = store.last_read
+    if idx is None:
+        return store.data.new_full((batch, n), 1.0 / n)
+    K = state.shape[1] - idx.shape[1] - 1
+    return state.new_zeros(batch, n).scatter(1, idx, state[:, K : K + idx.shape[1]])
+
+
+def _forward(store, h_hat, w_q, b_q, v, n: int, R: int, shift: float, eps: float) -> tuple[torch.Tensor | None, ...]:
+    """The PyTorch path of :meth:`AttentionStep.forward`: ``(h, out, state, idx)``, as the kernel."""
+    H = store.hidden
+    state = idx = None
+    if not R:
+        s = store.data[:, :n, :H].mean(1)
+    else:
+        q = h_hat @ w_q.t() if b_q is None else torch.addmm(b_q, h_hat, w_q.t())
+        # rank by a' = vᵀσ(2u) = (a + Σv)/2, an increasing function of a: a_j − τ = 2(a'_j − a'_R)
+        score = torch.add(q.unsqueeze(1), store.data[:, :n, H:]).mul_(2).sigmoid_() @ v[0]
+        top, idx = score.topk(R, 1)
         r = (top - top[:, -1:]).mul_(2)
         if shift:
             r.sub_(shift).relu_()
         total = r.sum(1, keepdim=True)
         total = total.add_(eps) if eps else total.clamp_min_(TINY)
         w = r.div_(total)
-        winners = store.data.view(-1, D).index_select(0, store.flat(idx)).view(B, rank, D)
-        values = winners[..., :H]
-        s = (w.unsqueeze(2) * values).sum(1)
-        sig = torch.add(q2, winners[..., H:], alpha=2).sigmoid_()  # the winners' σ(2u), for the backward
-        ctx.save_for_backward(v, values, sig, w, total, idx)
-        ctx.store = store
-        ctx.mark_non_differentiable(w, idx)
-        return s, w, idx
+        s = (w.unsqueeze(2) * _winners(store, idx)[..., :H]).sum(1)
+        state = torch.cat([q, w, total], 1)
+    h = h_hat + s
+    return h, torch.cat([h, s], 1), state, idx
 
-    @staticmethod
-    def backward(ctx, g_s, _g_w, _g_idx):  # type: ignore[override]
-        v, values, sig, w, total, idx = ctx.saved_tensors
-        g_w = torch.bmm(values, g_s.unsqueeze(2)).squeeze(2)
-        g_r = (g_w - (w * g_w).sum(1, keepdim=True)).div_(total)
-        g_a = g_r.mul_(w > 0)
-        g_a[:, -1:].sub_(g_a.sum(1, keepdim=True))  # the threshold's score (its own weight is 0)
-        g_u = torch.addcmul(sig, sig, sig, value=-1).mul_(v[0] * 4).mul_(g_a.unsqueeze(2))  # ā v (1 − t²)
-        g_v = (g_a.view(1, -1) @ sig.view(-1, sig.shape[2])).mul_(2).sub_(g_a.sum())  # Σ ā t, t = 2σ − 1
-        g_slots = torch.cat([w.unsqueeze(2) * g_s.unsqueeze(1), g_u], 2)
-        store = ctx.store
-        store.grad_buffer().index_add_(0, store.flat(idx), g_slots.view(-1, g_slots.shape[2]))
-        return g_u.sum(1), g_v, None, None, None, None, None
+
+def _winners(store, idx: torch.Tensor) -> torch.Tensor:
+    """The slots ``idx`` ``(B, R)`` of every row, ``(B, R, H + K)``."""
+    D = store.data.shape[2]
+    return store.data.view(-1, D).index_select(0, store.flat(idx)).view(*idx.shape, D)
+
+
+def _backward(store, saved, n: int, g_out, g_h) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The PyTorch path of the kernel's backward: ``(g_ĥ, g_params)``, slots' gradient added into the store."""
+    H = store.hidden
+    g_h = g_out[:, :H] + g_h
+    g = g_h + g_out[:, H:]  # ∂L/∂s
+    if saved is None:
+        store.grad_buffer()
+        store.grad[:, :n, :H].add_(g.unsqueeze(1), alpha=1.0 / n)
+        return g_h, None
+    h_hat, w_q, v, state, idx = saved
+    K, R = w_q.shape[0], idx.shape[1]
+    q, w, total = state[:, :K], state[:, K : K + R], state[:, K + R :]
+    winners = _winners(store, idx)
+    g_w = torch.bmm(winners[..., :H], g.unsqueeze(2)).squeeze(2)
+    g_r = (g_w - (w * g_w).sum(1, keepdim=True)).div_(total)
+    g_a = g_r.mul_(w > 0)
+    g_a[:, -1:].sub_(g_a.sum(1, keepdim=True))  # the threshold's score (its own weight is 0)
+    sig = torch.add(q.unsqueeze(1), winners[..., H:]).mul_(2).sigmoid_()  # t = 2σ(2u) − 1
+    g_u = torch.addcmul(sig, sig, sig, value=-1).mul_(v[0] * 4).mul_(g_a.unsqueeze(2))  # ā v (1 − t²)
+    g_v = (g_a.view(1, -1) @ sig.view(-1, K)).mul_(2).sub_(g_a.sum())  # Σ ā t
+    g_slots = torch.cat([w.unsqueeze(2) * g.unsqueeze(1), g_u], 2)
+    store.grad_buffer().index_add_(0, store.flat(idx), g_slots.view(-1, H + K))
+    g_q = g_u.sum(1)
+    g_params = torch.cat([(g_q.t() @ h_hat).view(-1), g_q.sum(0), g_v.view(-1)])
+    return g_h + g_q @ w_q, g_params

@@ -27,7 +27,6 @@ from bioplaus.errors import ConfigError
 from bioplaus.native import bdett as native_bdett
 
 STATS = ("sample", "batch")
-BACKENDS = ("auto", "native", "torch")
 _NO_KERNEL = object()  # "the kernel cannot take this memory"
 _LOG2E = math.log2(math.e)
 
@@ -164,14 +163,7 @@ class BDETT(Threshold):
             raise ConfigError(f"BDETT stats must be one of {STATS}, got {stats!r}")
         if psi <= 0 or C <= 0:
             raise ConfigError(f"BDETT needs psi > 0 and C > 0, got psi={psi}, C={C}")
-        if backend not in BACKENDS:
-            raise ConfigError(f"BDETT backend must be one of {BACKENDS}, got {backend!r}")
-        if backend == "native" and native_bdett.library() is None:
-            raise ConfigError(
-                f"BDETT backend='native' but the C kernel is unavailable ({native.status().get('bdett')}); "
-                "install a C compiler (gcc or clang), unset BIOPLAUS_NATIVE=0, or use backend='auto'"
-            )
-        self.backend = backend
+        self.backend = native.check_backend(backend, "bdett", "BDETT")
         self.psi, self.eta, self.C, self.a, self.b = float(psi), float(eta), float(C), float(a), float(b)
         self.p0, self.range_factor, self.stats = float(p0), float(range_factor), stats
         self.max_exponent = None if max_exponent is None else float(max_exponent)
