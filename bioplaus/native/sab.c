@@ -374,14 +374,22 @@ int sab_step_backward(const float *data, const float *aux, const float *h_hat, c
         for (int64_t i = 0; i < R; i++) {
             const float *key = slots + ib[i] * D + H, *e = r.aux + ib[i] * (K + 1);
             float *gkey = grads + ib[i] * D + H, ai = g_a[i];
-            int fast = slot_is_fast(&r, ib[i], K);
+            float t[K];
+            if (slot_is_fast(&r, ib[i], K)) { /* two loops, not a select in one: each computes one tanh */
+#pragma omp simd
+                for (int64_t k = 0; k < K; k++)
+                    t[k] = tanh_from_exponentials(a[k], e[k]);
+            } else {
+#pragma omp simd
+                for (int64_t k = 0; k < K; k++)
+                    t[k] = tanh_f32(q[k] + key[k]);
+            }
 #pragma omp simd
             for (int64_t k = 0; k < K; k++) {
-                float t = fast ? tanh_from_exponentials(a[k], e[k]) : tanh_f32(q[k] + key[k]);
-                float gu = ai * v[k] * (1.0f - t * t);
+                float gu = ai * v[k] * (1.0f - t[k] * t[k]);
                 gkey[k] += gu;
                 gq[k] += gu;
-                g_v[k] += ai * t;
+                g_v[k] += ai * t[k];
             }
         }
 #pragma omp simd
