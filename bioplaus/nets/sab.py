@@ -216,7 +216,7 @@ class AttentiveLSTM(SequenceNet, StoredStates):
             compile) or ``"torch"`` (:class:`~bioplaus.nets.sab_read.AttentionStep`).
     """
 
-    _transient = ("state", "bank", "_plan", "_key_weight", "_log")
+    _transient = ("state", "bank", "_plan", "_log")
 
     def __init__(
         self,
@@ -253,8 +253,8 @@ class AttentiveLSTM(SequenceNet, StoredStates):
         """The memory of this sequence (slots ``[m_i; key_i]``), made by :meth:`reset_state`."""
         self._plan: ReadPlan | None = None
         """The sequence's read plan when the fused step applies (MLP scorer, gather, layers not configured)."""
-        self._key_weight: torch.Tensor | None = None
-        """``W_m`` when the memory computes keys itself (MLP scorer, key layer not configured)."""
+        self._project_keys = False
+        """Whether the memory computes keys itself, ``W_m m`` (MLP scorer, key layer not configured)."""
         self._rank = k_top + THRESHOLDS[self.threshold][0]
         """Winners a sparse read keeps (the threshold's included)."""
         self._log: list[torch.Tensor] | None = None
@@ -271,9 +271,9 @@ class AttentiveLSTM(SequenceNet, StoredStates):
             h0, batch_size, self.hidden, self.scorer.key_size, chain=not self.defer_credit, backend=backend
         )
         scorer = self.scorer
-        self._key_weight = scorer.key_proj.weight if scorer.fused_key else None
+        self._project_keys = scorer.fused_key
         fused = self.attention == "sparse" and self.gather and scorer.fused
-        writes = self._key_weight is not None and not self.defer_credit  # merged writes need the token chain
+        writes = self._project_keys and not self.defer_credit  # merged writes need the token chain
         self._plan = scorer.plan(self.bank, self.threshold, writes) if fused else None
         self._write(h0)
 
@@ -283,8 +283,8 @@ class AttentiveLSTM(SequenceNet, StoredStates):
 
     def _write(self, h: torch.Tensor) -> None:
         """Append ``h`` and its key (computed once, here or by the memory) to the memory."""
-        if self._key_weight is not None:
-            self.bank.write(h, key_weight=self._key_weight)
+        if self._project_keys:
+            self.bank.write(h, key_weight=self.scorer.key_proj.weight)
         else:
             self.bank.write(h, self.scorer.key(h))
 

@@ -1,0 +1,138 @@
+"""SAB's fused attention step: the C kernel equals the PyTorch path (outputs, every gradient, the map)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from bioplaus import native, rules
+from bioplaus.core import Context
+from bioplaus.errors import ConfigError
+from bioplaus.native import sab as kernel
+from bioplaus.nets.sab import AttentiveLSTM
+
+N_IN = 3
+needs_kernel = pytest.mark.skipif(kernel.library() is None, reason="no C compiler: the kernel cannot be built")
+
+
+def pair(seed: int = 0, **options) -> tuple[AttentiveLSTM, AttentiveLSTM]:
+    """The same model twice (same weights): C kernel and PyTorch path."""
+    options = {"hidden": 6, "n_out": 4, "k_top": 3, "k_att": 1} | options
+    models = []
+    for backend in ("auto", "torch"):
+        torch.manual_seed(seed)
+        models.append(AttentiveLSTM(N_IN, backend=backend, **options))
+    return models[0], models[1]
+
+
+def run(model: AttentiveLSTM, x: torch.Tensor, rule: str, **rule_options) -> tuple[torch.Tensor, dict]:
+    rule_obj = rules.get(rule, **rule_options)
+    rule_obj.attach(model)
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    rule_obj.update(model, Context(loss=out.pow(2).mean() + out[:, -1, 0].sum(), output=out))
+    return out.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same(fast: AttentiveLSTM, slow: AttentiveLSTM, x: torch.Tensor, rule: str, **rule_options) -> None:
+    """The kernel's float32 results are as close to a float64 run as the PyTorch path's float32 results are.
+
+    Forty recurrent steps with a single backward accumulate float32 rounding to about 1e-5 of each
+    gradient's scale on either path, so the two are compared against the exact (float64) values, not
+    element by element against each other."""
+    exact = copy.deepcopy(slow).double()
+    out_fast, grads_fast = run(fast, x, rule, **rule_options)
+    out_slow, grads_slow = run(slow, x, rule, **rule_options)
+    out_exact, grads_exact = run(exact, x.double(), rule, **rule_options)
+    assert fast._plan is not None and fast._plan.lib is not None, "the kernel did not serve the model"
+    assert slow._plan is not None and slow._plan.lib is None
+    assert grads_fast.keys() == grads_slow.keys() == grads_exact.keys()
+    pairs = [("output", out_fast, out_slow, out_exact)]
+    pairs += [(name, grads_fast[name], grads_slow[name], grads_exact[name]) for name in grads_exact]
+    for name, fast_value, slow_value, exact_value in pairs:
+        scale = exact_value.norm()
+        error_fast = (fast_value.double() - exact_value).norm() / scale
+        error_slow = (slow_value.double() - exact_value).norm() / scale
+        assert error_fast <= 4 * error_slow + 1e-6, f"{name}: kernel {error_fast:.1e}, PyTorch float32 {error_slow:.1e}"
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # k_top + 1 threshold, K = H
+        {"threshold": "k", "k_top": 2},  # the official threshold
+        {"score_hidden": 20, "hidden": 5},  # K not a multiple of 16, H odd
+        {"k_att": 3, "k_top": 2},  # writes every third step; uniform reads for longer
+        {"small_memory": "raw"},  # the official small-memory rule: the first reads leave the fused step
+    ],
+)
+@pytest.mark.parametrize(("rule", "rule_options"), [("bptt", {}), ("tbptt", {"k_trunc": 3})])
+def test_kernel_equals_the_pytorch_path(options, rule, rule_options):
+    torch.manual_seed(1)
+    x = torch.randn(5, 40, N_IN)  # 5 rows: not a multiple of the kernel's 4-row blocks; 41 slots: the memory grows
+    assert_same(*pair(**options), x, rule, **rule_options)
+
+
+@needs_kernel
+def test_kernel_equals_the_pytorch_path_with_deferred_credit():
+    """Streaming backward: writes are separate nodes whose tokens release() back-propagates."""
+    torch.manual_seed(2)
+    assert_same(*pair(k_att=2), torch.randn(3, 30, N_IN), "tbptt_stream", k_trunc=4)
+
+
+@needs_kernel
+def test_large_queries_take_the_exact_score():
+    """|q| beyond the fast score's range: e^{2q} e^{2κ} would overflow, and the kernel uses tanh itself."""
+    fast, slow = pair()
+    for model in (fast, slow):
+        with torch.no_grad():
+            model.scorer.query_proj.bias.copy_(torch.linspace(-60, 60, 6))
+    torch.manual_seed(3)
+    assert_same(fast, slow, torch.randn(4, 20, N_IN), "bptt")
+
+
+@needs_kernel
+def test_attention_map_and_divergence():
+    fast, slow = pair()
+    x = torch.randn(2, 15, N_IN)
+    torch.testing.assert_close(fast.attention_map(x), slow.attention_map(x), rtol=1e-3, atol=1e-5)
+    x[1, 4] = math.nan  # a diverged row: NaN from there on, on both paths; the other row stays finite
+    out_fast, out_slow = fast(x).detach(), slow(x).detach()
+    assert torch.isnan(out_fast[1, 5:]).all() and torch.isnan(out_slow[1, 5:]).all()
+    torch.testing.assert_close(out_fast[0], out_slow[0], rtol=1e-4, atol=1e-5)
+
+
+def test_layers_a_rule_configured_leave_the_fused_step():
+    """A scorer layer with non-default settings (a rule's feedback, recording...) runs as ordinary layers."""
+    model, reference = pair(k_att=2)
+    model.scorer.query_proj.configure(record={"input"})
+    x = torch.randn(2, 12, N_IN)
+    out = model(x)
+    assert model._plan is None and "input" in model.scorer.query_proj.trace
+    torch.testing.assert_close(out, reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_float64_and_the_torch_backend_never_use_the_kernel(float64):
+    model, _ = pair()
+    model(torch.randn(2, 8, N_IN))
+    assert model._plan is not None and model._plan.lib is None
+
+
+def test_backend_choices(monkeypatch):
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        AttentiveLSTM(N_IN, 6, 4, backend="cuda")
+    monkeypatch.setenv("BIOPLAUS_NATIVE", "0")
+    native.clear()
+    try:
+        with pytest.raises(ConfigError, match="kernel is unavailable"):
+            AttentiveLSTM(N_IN, 6, 4, backend="native")
+        model = AttentiveLSTM(N_IN, 6, 4)  # auto falls back to PyTorch
+        model(torch.randn(2, 6, N_IN)).sum().backward()
+        assert model._plan.lib is None
+    finally:
+        monkeypatch.delenv("BIOPLAUS_NATIVE")
+        native.clear()
