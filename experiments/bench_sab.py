@@ -4,7 +4,8 @@ One iteration is what the runner does per update on delayed recall of delay T: d
 run the model, let the rule write the gradients, clip, step Adam. Times are medians of
 interleaved rounds (every method once per round, so load drift hits all alike); memory is the
 peak of the bytes autograd keeps saved for backward (``SavedTensorMeter``, parameters
-excluded). Ratios are against LSTM + full BPTT measured in the same run.
+excluded). Ratios are against LSTM + full BPTT measured in the same run: for time, the median of
+the ratios within each round.
 
     OMP_NUM_THREADS=1 python experiments/bench_sab.py                       # T = 100, 300, 1000, 2000
     OMP_NUM_THREADS=1 python experiments/bench_sab.py --lengths 100 --rounds 10 --cpu-time
@@ -52,8 +53,10 @@ def iteration(
 
 def bench(
     T: int, batch: int, hidden: int, rounds: int, clock: Callable[[], float] = time.perf_counter
-) -> list[tuple[str, float, float]]:
-    """(label, seconds per iteration, peak saved MiB) of every method that runs at ``T``, timed by ``clock``."""
+) -> list[tuple[str, float, float, float]]:
+    """(label, seconds per iteration, ratio to the first method, peak saved MiB) of every method that runs at
+    ``T``, timed by ``clock``. The ratio is the median over rounds of the ratio within each round, so that a
+    slow spell of the machine, which stretches every method of a round alike, cancels out."""
     runs = {
         label: iteration(T, batch, hidden, model, mopts, rule, ropts)
         for label, model, mopts, rule, ropts, longest in METHODS
@@ -70,7 +73,16 @@ def bench(
             start = clock()
             step()
             times[label].append(clock() - start)
-    return [(label, statistics.median(times[label]), peaks[label]) for label in runs]
+    reference = times[next(iter(runs))]
+    return [
+        (
+            label,
+            statistics.median(times[label]),
+            statistics.median(t / r for t, r in zip(times[label], reference, strict=True)),
+            peaks[label],
+        )
+        for label in runs
+    ]
 
 
 def main() -> None:
@@ -94,9 +106,9 @@ def main() -> None:
     print(f"{'T':>5}  {'method':<36} {'s/iter':>8} {'× BPTT':>7} {'peak MiB':>9} {'× BPTT':>7}")
     for T in args.lengths:
         rows = bench(T, args.batch, args.hidden, args.rounds if T <= 300 else max(1, args.rounds // 3), clock)
-        ref_time, ref_mem = rows[0][1], rows[0][2]
-        for label, seconds, mib in rows:
-            print(f"{T:>5}  {label:<36} {seconds:>8.3f} {seconds / ref_time:>7.2f} {mib:>9.1f} {mib / ref_mem:>7.2f}")
+        ref_mem = rows[0][3]
+        for label, seconds, ratio, mib in rows:
+            print(f"{T:>5}  {label:<36} {seconds:>8.3f} {ratio:>7.2f} {mib:>9.1f} {mib / ref_mem:>7.2f}")
         print(flush=True)
 
 

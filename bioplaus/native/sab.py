@@ -11,10 +11,14 @@ sequence, :class:`~bioplaus.nets.sab_read.ReadPlan`).
 from __future__ import annotations
 
 import ctypes
+from typing import TYPE_CHECKING
 
 import torch
 
 from bioplaus import native
+
+if TYPE_CHECKING:
+    from bioplaus.nets.sab_memory import SlotStore
 
 _P, _N = ctypes.c_void_p, ctypes.c_int64
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
@@ -69,7 +73,7 @@ def _check(status: int) -> None:
 
 def step_forward(
     lib: ctypes.CDLL,
-    store,
+    store: SlotStore,
     h_hat: torch.Tensor,
     params: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None],
     shape: Shape,
@@ -108,7 +112,7 @@ def step_forward(
 
 def step_backward(
     lib: ctypes.CDLL,
-    store,
+    store: SlotStore,
     saved: tuple[torch.Tensor | None, ...],
     shape: Shape,
     j: int,
@@ -149,7 +153,7 @@ def step_backward(
     return g_h_hat, g_params, g_w_m
 
 
-def write(lib: ctypes.CDLL, store, m: torch.Tensor, w_m: torch.Tensor, shape: Shape, j: int) -> None:
+def write(lib: ctypes.CDLL, store: SlotStore, m: torch.Tensor, w_m: torch.Tensor, shape: Shape, j: int) -> None:
     """Write ``m`` ``(B, H)`` and its key ``W_m m`` into slot ``j`` of the store."""
     _check(lib.sab_write(store.data.data_ptr(), store.aux.data_ptr(), m.data_ptr(), w_m.data_ptr(), shape, j))
 
@@ -169,6 +173,6 @@ def write_backward(
     return g_m, g_w_m
 
 
-def key_aux(lib: ctypes.CDLL, store, shape: Shape, j: int) -> None:
+def key_aux(lib: ctypes.CDLL, store: SlotStore, shape: Shape, j: int) -> None:
     """Fill slot ``j``'s key exponentials in ``store.aux`` from the key PyTorch wrote."""
     lib.sab_key_aux(store.data.data_ptr(), store.aux.data_ptr(), shape, j)

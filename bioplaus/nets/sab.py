@@ -42,10 +42,13 @@ rank them; only the winners (``k_top + 1`` of them, the threshold's included) en
 picked by their indices, which is all the graph saves of the memory (``torch.gather`` would
 save all of it). The attention graph thus grows as ``O(T · k_top)``, not ``O(T²/k_att)``;
 ``gather=False`` scores every memory with the graph and masks, the same function and gradients
-at quadratic memory (kept as the test oracle). With the MLP scorer the whole read (ranking,
-top-k, sparsifier, weighted sum) is one autograd node with a hand-written backward
-(:class:`~bioplaus.nets.sab_read.AttentionStep`); the official scorer runs the same steps as
-ordinary autograd operations. The memory is a :class:`~bioplaus.nets.sab_memory.MemoryBank`:
+at quadratic memory (kept as the test oracle). With the MLP scorer the whole step (query,
+ranking, top-k, sparsifier, weighted sum, ``h = ĥ + s`` and, at write steps, the write of ``h``
+with its key) is one autograd node with a hand-written backward
+(:class:`~bioplaus.nets.sab_read.AttentionStep`) over a C kernel (:mod:`bioplaus.native.sab`;
+PyTorch operations where it cannot run, or with ``backend="torch"``); the official scorer, and
+scorer layers that a rule configured, run the same steps as ordinary autograd operations. The
+memory is a :class:`~bioplaus.nets.sab_memory.MemoryBank`:
 a buffer without graph whose gradient reaches each stored state through a side channel, so
 neither writes nor reads cost time in proportion to the memory's size, beyond the ranking.
 """

@@ -27,6 +27,11 @@ without the token chain, segment backwards stop at the reads, which accumulate i
 :attr:`SlotStore.grad`; each write still outputs a token of its own, and
 :meth:`MemoryBank.release` back-propagates these, newest first, so each slot's gradient goes
 through its own graph once (a slot's graph only reaches slots written before it).
+
+**Kernel.** For a float32 CPU memory the C kernels of :mod:`bioplaus.native.sab` write slots
+(the state and, given ``W_m``, its key ``W_m m``, plus the key's exponentials that the kernel's
+fast score reads, :attr:`SlotStore.aux`) and hand slot gradients on; the fused attention step
+(:class:`~bioplaus.nets.sab_read.AttentionStep`) writes its own state in the same call.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ from __future__ import annotations
 import torch
 
 from bioplaus.native import sab as kernel
-from bioplaus.nets.sab_memory import TINY
+from bioplaus.nets.sab_memory import TINY, SlotStore
 
 
 class ReadPlan:
@@ -70,7 +70,7 @@ class ReadPlan:
 
     __slots__ = ("store", "shift", "eps", "params", "lib", "writes", "_shape")
 
-    def __init__(self, store, shift: float, eps: float, params: tuple[torch.Tensor | None, ...]):
+    def __init__(self, store: SlotStore, shift: float, eps: float, params: tuple[torch.Tensor | None, ...]):
         self.store, self.shift, self.eps, self.params = store, shift, eps, params
         self.writes = params[3] is not None
         self.lib = store.lib if store.lib is not None and kernel.accepts(*params) else None
@@ -156,7 +156,7 @@ class AttentionStep(torch.autograd.Function):
         return g_h_hat, g_w_q, g_b_q, g_v, g_w_m if needs[4] else None, None, None, None, None
 
 
-def read_weights(store, batch: int) -> torch.Tensor:
+def read_weights(store: SlotStore, batch: int) -> torch.Tensor:
     """The latest read's weights over all slots it saw, ``(batch, n)`` (zeros where not kept), from
     ``store.last_read``."""
     state, idx, n = store.last_read
@@ -166,7 +166,9 @@ def read_weights(store, batch: int) -> torch.Tensor:
     return state.new_zeros(batch, n).scatter(1, idx, state[:, K : K + idx.shape[1]])
 
 
-def _forward(store, h_hat, w_q, b_q, v, n: int, R: int, shift: float, eps: float) -> tuple[torch.Tensor | None, ...]:
+def _forward(
+    store: SlotStore, h_hat, w_q, b_q, v, n: int, R: int, shift: float, eps: float
+) -> tuple[torch.Tensor | None, ...]:
     """The PyTorch path of :meth:`AttentionStep.forward`: ``(h, out, state, idx)``, as the kernel."""
     H = store.hidden
     state = idx = None
@@ -189,13 +191,13 @@ def _forward(store, h_hat, w_q, b_q, v, n: int, R: int, shift: float, eps: float
     return h, torch.cat([h, s], 1), state, idx
 
 
-def _winners(store, idx: torch.Tensor) -> torch.Tensor:
+def _winners(store: SlotStore, idx: torch.Tensor) -> torch.Tensor:
     """The slots ``idx`` ``(B, R)`` of every row, ``(B, R, H + K)``."""
     D = store.data.shape[2]
     return store.data.view(-1, D).index_select(0, store.flat(idx)).view(*idx.shape, D)
 
 
-def _backward(store, saved, n: int, g_out, g_h) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _backward(store: SlotStore, saved, n: int, g_out, g_h) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The PyTorch path of the kernel's backward: ``(g_ĥ, g_params)``, slots' gradient added into the store."""
     H = store.hidden
     g_h = g_out[:, :H] + g_h
