@@ -136,3 +136,10 @@ def test_backend_choices(monkeypatch):
     finally:
         monkeypatch.delenv("BIOPLAUS_NATIVE")
         native.clear()
+
+
+def test_a_machine_with_a_compiler_builds_the_kernel():
+    """Guard: the tests above skip without the kernel, so a compiler that fails to build it must fail here."""
+    if native._compiler() is None or not native.enabled():
+        pytest.skip("no C compiler, or kernels disabled")
+    assert kernel.library() is not None, native.status().get("sab")
