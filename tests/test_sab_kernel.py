@@ -117,9 +117,9 @@ def test_layers_a_rule_configured_leave_the_fused_step():
 
 
 def test_float64_and_the_torch_backend_never_use_the_kernel(float64):
-    model, _ = pair()
-    model(torch.randn(2, 8, N_IN))
-    assert model._plan is not None and model._plan.lib is None
+    for model in pair():  # float64 (auto), and the torch backend
+        model(torch.randn(2, 8, N_IN))
+        assert model._plan is not None and model._plan.lib is None and model.bank.store.lib is None
 
 
 def test_backend_choices(monkeypatch):

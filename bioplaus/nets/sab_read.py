@@ -1,4 +1,4 @@
-r"""SAB's attention step with the MLP scorer (query, ranking, top-k, sparsifier, sum), one autograd node.
+r"""SAB's attention step with the MLP scorer (query, ranking, top-k, sparsifier, sum, write), one autograd node.
 
 From the provisional state :math:`\hat h` (``(B, H)``) and every memory slot ``[m_j; κ_j]``
 (value and the key ``κ_j = W_m m_j`` kept from its write):
@@ -17,8 +17,8 @@ memory of at most ``k_top`` slots: ``w_j = 1/n`` for every slot, no score. ``out
 :class:`~bioplaus.nets.sab.AttentiveLSTM` needs, the new state ``h = ĥ + s`` and the readout's
 ``[h; s]``. Eager PyTorch records about twenty-five small autograd nodes for this per time step,
 and at ``B = 32, H = 64`` their bookkeeping costs more than their arithmetic. This node computes
-the same function and its exact gradient by hand, from the upstream ``g = ∂L/∂s`` (both halves
-of ``∂L/∂out`` summed):
+the same function and its exact gradient by hand, from the upstream ``g = ∂L/∂s = ∂L/∂h`` plus
+both halves of ``∂L/∂out`` (``h`` is also an output, the next state):
 
 .. math::
 
@@ -27,14 +27,16 @@ of ``∂L/∂out`` summed):
     \bar a_j = \bar r_j\,[r_j > 0] \;(+ \textstyle -\sum_l \bar r_l [r_l > 0] \text{ at } j = \arg\min a), \\
     \bar u_j = \bar a_j\, v \odot (1 - t_j^2), \quad \bar\kappa_j = \bar u_j, \quad
     \bar q = \textstyle\sum_j \bar u_j, \quad \bar v = \sum_{b, j} \bar a_j\, t_j, \quad
-    \bar{\hat h} = \bar{\text{out}}_{1:H} + W_q^\top \bar q, \quad
+    \bar{\hat h} = \bar h + \bar{\text{out}}_{1:H} + W_q^\top \bar q, \quad
     \bar W_q = \bar q\, \hat h^\top, \quad \bar b_q = \bar q
 
 (the threshold is not detached, as in the official code, so the score defining ``τ`` gets
 ``−Σ ā``). The forward saves ``ĥ``, ``q``, the weights, the winners' slots and ``Z``, not the
 winners: their values and ``t_j`` are read again from the memory, which is never overwritten.
 The memory gradient ``(m̄_j, κ̄_j)`` is added into the memory's gradient buffer at the winners'
-slots (:mod:`~bioplaus.nets.sab_memory`), never returned as a memory-shaped tensor.
+slots (:mod:`~bioplaus.nets.sab_memory`), never returned as a memory-shaped tensor. A step that
+also writes ``h`` into the memory first adds the gradient its slot gathered to ``h̄``
+(:class:`AttentionStep`).
 
 Two implementations compute this: a C kernel (:mod:`bioplaus.native.sab`, one pass per batch row,
 used for float32 CPU tensors when it compiles) and PyTorch operations (everything else, and the
