@@ -30,19 +30,28 @@
 
 #include "vecmath.h"
 
+/* Everything the steps of one sequence share, set by the caller (bioplaus.nets.sab_memory.SlotStore and
+ * bioplaus.nets.sab_read.ReadPlan) and updated when the memory grows or the weights change, so that a step passes
+ * only its own tensors and sizes. */
 typedef struct {
-    int64_t batch;      /* B rows */
-    int64_t n;          /* slots written (read: those the read saw) */
-    int64_t capacity;   /* slots allocated per row (stride of the memory buffer) */
-    int64_t hidden;     /* H, size of m_j */
-    int64_t key_size;   /* K, size of κ_j and q */
-    int64_t rank;       /* R winners kept (the threshold's included); 0: uniform weights over all n slots */
-    int64_t out_stride; /* row stride of g_out in the backward (>= 2H) */
-    int64_t h_stride;   /* row stride of g_h in the backward (>= H) */
-    float shift;        /* δ added to the threshold */
-    float eps;          /* ε added to the normaliser (0: floor it at tiny) */
-    float tiny;         /* floor of the normaliser when ε = 0 */
-} sab_shape;
+    float *data;         /* the slots [m_j; κ_j], B × capacity × (H + K) */
+    float *aux;          /* per slot e^{2κ_j} and max |κ_j|, B × capacity × (K + 1) (see key_exponentials) */
+    float *g_data;       /* the slots' gradient buffer, laid out as data (NULL until a backward needs it) */
+    const float *w_q;    /* scorer query weight W_q, K × H */
+    const float *w_q_t;  /* its transpose, H × K */
+    const float *b_q;    /* query bias (K), or NULL */
+    const float *v;      /* scorer output weight (K) */
+    const float *w_m;    /* key weight W_m, K × H (NULL unless steps write) */
+    const float *w_m_t;  /* its transpose, H × K */
+    float *g_params;     /* accumulated [∂L/∂W_q (K × H); ∂L/∂b_q (K); ∂L/∂v (K); ∂L/∂W_m (K × H)] */
+    int64_t batch;       /* B rows */
+    int64_t capacity;    /* slots allocated per row (stride of the memory buffer) */
+    int64_t hidden;      /* H, size of m_j */
+    int64_t key_size;    /* K, size of κ_j and q */
+    float shift;         /* δ added to the threshold */
+    float eps;           /* ε added to the normaliser (0: floor it at tiny) */
+    float tiny;          /* floor of the normaliser when ε = 0 */
+} sab_plan;
 
 typedef float vec16 __attribute__((vector_size(64)));
 
@@ -54,11 +63,11 @@ INLINE vec16 load16(const float *p) {
 
 INLINE void store16(float *p, vec16 x) { memcpy(p, &x, sizeof x); }
 
-/* y_r += Σ_i x[r, i] wt[i, :] for r < rows: x rows of stride xs, y rows of stride ys, wt (I × O) contiguous.
+/* y_r += Σ_i x[r, i] wt[i, :] for r < rows: x rows of stride xs, y rows of stride ys, wt (I × O) rows of stride ws.
  * Each x[r, i] broadcasts into 16 outputs at a time, four rows at once, so that four independent accumulators
  * hide the FMA latency; the last rows and the last O mod 16 outputs take a plain loop. */
-static void matmul_add(const float *x, int64_t xs, const float *wt, float *y, int64_t ys, int64_t rows, int64_t I,
-                       int64_t O) {
+static void matmul_add(const float *x, int64_t xs, const float *wt, int64_t ws, float *y, int64_t ys, int64_t rows,
+                       int64_t I, int64_t O) {
     int64_t o16 = O - O % 16, b = 0;
     for (; b + 4 <= rows; b += 4) {
         const float *x0 = x + b * xs, *x1 = x0 + xs, *x2 = x1 + xs, *x3 = x2 + xs;
@@ -66,7 +75,7 @@ static void matmul_add(const float *x, int64_t xs, const float *wt, float *y, in
         for (int64_t o0 = 0; o0 < o16; o0 += 16) {
             vec16 a0 = load16(y0 + o0), a1 = load16(y1 + o0), a2 = load16(y2 + o0), a3 = load16(y3 + o0);
             for (int64_t i = 0; i < I; i++) {
-                vec16 wi = load16(wt + i * O + o0);
+                vec16 wi = load16(wt + i * ws + o0);
                 a0 += x0[i] * wi;
                 a1 += x1[i] * wi;
                 a2 += x2[i] * wi;
@@ -82,7 +91,7 @@ static void matmul_add(const float *x, int64_t xs, const float *wt, float *y, in
         for (int64_t o = r < b ? o16 : 0; o < O; o++) {
             float acc = y[r * ys + o];
             for (int64_t i = 0; i < I; i++)
-                acc += x[r * xs + i] * wt[i * O + o];
+                acc += x[r * xs + i] * wt[i * ws + o];
             y[r * ys + o] = acc;
         }
 }
@@ -94,19 +103,13 @@ static void transpose(const float *src, int64_t ss, float *dst, int64_t rows, in
             dst[c * rows + r] = src[r * ss + c];
 }
 
-/* y_b = W x_b + bias (bias may be NULL) for `rows` rows x_b of length I, W (O × I); y rows of stride ys. */
-static int linear(const float *x, const float *w, const float *bias, float *y, int64_t ys, int64_t rows, int64_t I,
-                  int64_t O) {
-    float *wt = malloc(sizeof(float) * I * O);
-    if (!wt)
-        return -1;
-    transpose(w, I, wt, O, I);
+/* y_b = W x_b + bias (bias may be NULL) for `rows` rows x_b of length I, from wt = Wᵀ (I × O); y rows of stride ys. */
+static void linear(const float *x, const float *wt, const float *bias, float *y, int64_t ys, int64_t rows, int64_t I,
+                   int64_t O) {
     for (int64_t r = 0; r < rows; r++)
         for (int64_t o = 0; o < O; o++)
             y[r * ys + o] = bias ? bias[o] : 0.0f;
-    matmul_add(x, I, wt, y, ys, rows, I, O);
-    free(wt);
-    return 0;
+    matmul_add(x, I, wt, O, y, ys, rows, I, O);
 }
 
 /* The fast score uses tanh(q + κ) = 1 - 2 / (1 + e^{2q} e^{2κ}), with e^{2κ} kept per slot (aux, from the write)
@@ -188,10 +191,11 @@ INLINE int slot_is_fast(const row_view *r, int64_t j, int64_t K) { return r->fas
 
 /* The R best of the n scores of one row, sorted in decreasing order into (top, idx); earlier slots win ties.
  * Returns 1 if a score is NaN. */
-static int rank_row(const row_view *r, const float *v, const sab_shape *d, float *top, int64_t *idx) {
-    int64_t H = d->hidden, K = d->key_size, D = H + K, R = d->rank, kept = 0;
+static int rank_row(const row_view *r, const float *v, const sab_plan *p, int64_t n, int64_t R, float *top,
+                    int64_t *idx) {
+    int64_t H = p->hidden, K = p->key_size, D = H + K, kept = 0;
     int nan = 0;
-    for (int64_t j = 0; j < d->n; j++) {
+    for (int64_t j = 0; j < n; j++) {
         float a = slot_is_fast(r, j, K) ? score_fast(r->a, r->aux + j * (K + 1), v, K)
                                         : score_exact(r->q, r->slots + j * D + H, v, K);
         nan |= a != a;
@@ -209,55 +213,51 @@ static int rank_row(const row_view *r, const float *v, const sab_shape *d, float
     return nan;
 }
 
-/* Write m (B × H) into slot j with its key κ = W_m m (w_m: K × H) and the key's aux. */
-static int write_slot(float *data, float *aux, const float *m, const float *w_m, const sab_shape *d, int64_t j) {
-    int64_t B = d->batch, H = d->hidden, K = d->key_size, D = H + K, stride = d->capacity * D;
-    if (linear(m, w_m, NULL, data + j * D + H, stride, B, H, K))
-        return -1;
+/* Write m (B × H) into slot j with its key κ = W_m m (w_m_t = W_mᵀ, H × K) and the key's aux. */
+static void write_slot(const sab_plan *p, const float *m, const float *w_m_t, int64_t j) {
+    int64_t B = p->batch, H = p->hidden, K = p->key_size, D = H + K, stride = p->capacity * D;
+    linear(m, w_m_t, NULL, p->data + j * D + H, stride, B, H, K);
     for (int64_t b = 0; b < B; b++) {
-        memcpy(data + b * stride + j * D, m + b * H, sizeof(float) * H);
-        key_exponentials(data + b * stride + j * D + H, aux + (b * d->capacity + j) * (K + 1), K);
+        memcpy(p->data + b * stride + j * D, m + b * H, sizeof(float) * H);
+        key_exponentials(p->data + b * stride + j * D + H, p->aux + (b * p->capacity + j) * (K + 1), K);
     }
-    return 0;
 }
 
-/* Backward of the write of slot j: from the slot's accumulated gradient (ḡm, ḡκ) in g_data (laid out as the
- * memory), g_m (B × H) = ḡm + ḡκ W_m and g_w_m (K × H) = ḡκᵀ m, m read back from the slot; then the slot's
- * gradient is cleared. */
-static int write_backward(const float *data, float *g_data, const float *w_m, const sab_shape *d, int64_t j,
-                          float *g_m, float *g_w_m) {
-    int64_t B = d->batch, H = d->hidden, K = d->key_size, D = H + K, stride = d->capacity * D;
+/* Backward of the write of slot j: from the slot's accumulated gradient (ḡm, ḡκ) in g_data, g_m (B × H) =
+ * ḡm + ḡκ W_m and g_w_m (K × H) += ḡκᵀ m, m read back from the slot; then the slot's gradient is cleared. */
+static int write_backward(const sab_plan *p, const float *w_m, int64_t j, float *g_m, float *g_w_m) {
+    int64_t B = p->batch, H = p->hidden, K = p->key_size, D = H + K, stride = p->capacity * D;
     float *scratch = malloc(sizeof(float) * (K * B + B * H));
     if (!scratch)
         return -1;
-    float *g_key_t = scratch, *m = scratch + K * B, *g = g_data + j * D;
+    float *g_key_t = scratch, *m = scratch + K * B, *g = p->g_data + j * D;
     for (int64_t b = 0; b < B; b++) {
         memcpy(g_m + b * H, g + b * stride, sizeof(float) * H);
-        memcpy(m + b * H, data + b * stride + j * D, sizeof(float) * H);
+        memcpy(m + b * H, p->data + b * stride + j * D, sizeof(float) * H);
     }
-    matmul_add(g + H, stride, w_m, g_m, H, B, K, H);
+    matmul_add(g + H, stride, w_m, H, g_m, H, B, K, H);
     transpose(g + H, stride, g_key_t, B, K);
-    memset(g_w_m, 0, sizeof(float) * K * H);
-    matmul_add(g_key_t, B, m, g_w_m, H, K, B, H);
+    matmul_add(g_key_t, B, m, H, g_w_m, H, K, B, H);
     free(scratch);
     for (int64_t b = 0; b < B; b++)
         memset(g + b * stride, 0, sizeof(float) * D);
     return 0;
 }
 
-/* One step, forward: a read of the first n slots, h (B × H) = ĥ + s and out (B × 2H) = [h; s]; unless uniform
- * (then w_q, b_q, state and idx are unused), each row's state (K + R + 1 floats: q = W_q ĥ + b_q, the winners'
- * weights w, the normaliser Z) and the winners' slots idx (R); w_q is W_q (K × H), b_q may be NULL. Then, if
- * j >= 0, the write of h into slot j with its key W_m h (w_m: K × H). Returns 0, or -1 if out of memory. */
-int sab_step_forward(float *data, float *aux, const float *h_hat, const float *w_q, const float *b_q,
-                     const float *v, const float *w_m, const sab_shape *d, int64_t j, float *h_new, float *out,
-                     float *state, int64_t *idx) {
-    int64_t H = d->hidden, K = d->key_size, D = H + K, n = d->n, R = d->rank;
-    if (R && linear(h_hat, w_q, b_q, state, K + R + 1, d->batch, H, K))
-        return -1;
+/* Each row's saved state: ĥ (H), q = W_q ĥ + b_q (K), the winners' weights w (R), the normaliser Z. */
+#define STATE_SIZE(H, K, R) ((H) + (K) + (R) + 1)
+
+/* One step, forward: a read of the first n slots, h (B × H) = ĥ + s and out (B × 2H) = [h; s]. Unless uniform
+ * (R = 0; then state and idx are unused), each row's state (STATE_SIZE floats) and the winners' slots idx (R).
+ * Then, if j >= 0, the write of h into slot j with its key W_m h. */
+void sab_step_forward(const sab_plan *p, const float *h_hat, int64_t n, int64_t R, int64_t j, float *h_new,
+                      float *out, float *state, int64_t *idx) {
+    int64_t H = p->hidden, K = p->key_size, D = H + K, S = STATE_SIZE(H, K, R);
+    if (R)
+        linear(h_hat, p->w_q_t, p->b_q, state + H, S, p->batch, H, K);
     float a[K];
-    for (int64_t b = 0; b < d->batch; b++) {
-        const float *slots = data + b * d->capacity * D, *hb = h_hat + b * H;
+    for (int64_t b = 0; b < p->batch; b++) {
+        const float *slots = p->data + b * p->capacity * D, *hb = h_hat + b * H;
         float *ob = out + b * 2 * H, *s = ob + H;
         for (int64_t h = 0; h < H; h++)
             s[h] = 0.0f;
@@ -272,17 +272,18 @@ int sab_step_forward(float *data, float *aux, const float *h_hat, const float *w
             for (int64_t h = 0; h < H; h++)
                 s[h] /= (float)n;
         } else {
-            float *q = state + b * (K + R + 1), *wb = q + K;
+            float *sb = state + b * S, *q = sb + H, *wb = q + K;
             int64_t *ib = idx + b * R;
-            row_view r = {slots, aux + b * d->capacity * (K + 1), q, a, query_exponentials(q, a, K)};
-            int nan = rank_row(&r, v, d, wb, ib);
-            float tau = wb[R - 1] + d->shift, sum = 0.0f;
+            memcpy(sb, hb, sizeof(float) * H);
+            row_view r = {slots, p->aux + b * p->capacity * (K + 1), q, a, query_exponentials(q, a, K)};
+            int nan = rank_row(&r, p->v, p, n, R, wb, ib);
+            float tau = wb[R - 1] + p->shift, sum = 0.0f;
             for (int64_t i = 0; i < R; i++) {
                 float x = wb[i] - tau;
                 wb[i] = x > 0.0f ? x : 0.0f;
                 sum += wb[i];
             }
-            sum = d->eps != 0.0f ? sum + d->eps : (sum > d->tiny ? sum : d->tiny);
+            sum = p->eps != 0.0f ? sum + p->eps : (sum > p->tiny ? sum : p->tiny);
             for (int64_t i = 0; i < R; i++)
                 wb[i] = nan ? NAN : wb[i] / sum;
             wb[R] = sum;
@@ -299,21 +300,20 @@ int sab_step_forward(float *data, float *aux, const float *h_hat, const float *w
         for (int64_t h = 0; h < H; h++)
             nb[h] = ob[h] = hb[h] + s[h];
     }
-    return j >= 0 ? write_slot(data, aux, h_new, w_m, d, j) : 0;
+    if (j >= 0)
+        write_slot(p, h_new, p->w_m_t, j);
 }
 
 /* One step, backward, from g_out (rows of stride out_stride, 2H used) and g_h (stride h_stride, the gradient of
  * the separate output h). If j >= 0 the step wrote h into slot j: the slot's accumulated gradient is added to
- * ∂L/∂h first (write_backward, which writes ∂L/∂W_m into g_w_m). Writes g_h_hat (B × H) and, unless uniform,
- * g_params = [∂L/∂W_q (K × H); ∂L/∂b_q (K); ∂L/∂v (K)]; adds into g_data (B × capacity × (H + K), the memory's
- * gradient buffer). state and idx as the forward wrote them. Returns 0, or -1 if out of memory. */
-int sab_step_backward(const float *data, const float *aux, const float *h_hat, const float *w_q, const float *v,
-                      const float *w_m, const sab_shape *d, int64_t j, const float *state, const int64_t *idx,
-                      const float *g_out, const float *g_h, float *g_h_hat, float *g_params, float *g_w_m,
-                      float *g_data) {
-    int64_t B = d->batch, H = d->hidden, K = d->key_size, D = H + K, n = d->n, R = d->rank;
+ * ∂L/∂h first (write_backward, accumulating ∂L/∂W_m). Writes g_h_hat (B × H); unless uniform, accumulates
+ * ∂L/∂W_q, ∂L/∂b_q and ∂L/∂v into g_params; adds into g_data. Returns 0, or -1 if out of memory. */
+int sab_step_backward(const sab_plan *p, const float *state, const int64_t *idx, int64_t n, int64_t R, int64_t j,
+                      const float *g_out, int64_t out_stride, const float *g_h, int64_t h_stride, float *g_h_hat) {
+    int64_t B = p->batch, H = p->hidden, K = p->key_size, D = H + K, S = STATE_SIZE(H, K, R);
+    const float *v = p->v;
     if (j >= 0) {
-        if (write_backward(data, g_data, w_m, d, j, g_h_hat, g_w_m))
+        if (write_backward(p, p->w_m, j, g_h_hat, p->g_params + K * H + 2 * K))
             return -1;
     } else {
         memset(g_h_hat, 0, sizeof(float) * B * H);
@@ -323,12 +323,11 @@ int sab_step_backward(const float *data, const float *aux, const float *h_hat, c
         g_q = calloc((size_t)(B * K + K * B), sizeof(float)); /* q̄ (B × K), then its transpose */
         if (!g_q)
             return -1;
-        memset(g_params, 0, sizeof(float) * (K * H + 2 * K));
     }
-    float *g_b_q = g_params + K * H, *g_v = g_b_q + K;
+    float *g_b_q = p->g_params + K * H, *g_v = g_b_q + K;
     for (int64_t b = 0; b < B; b++) {
-        const float *slots = data + b * d->capacity * D, *go = g_out + b * d->out_stride, *ghb = g_h + b * d->h_stride;
-        float *grads = g_data + b * d->capacity * D, *gh = g_h_hat + b * H;
+        const float *slots = p->data + b * p->capacity * D, *go = g_out + b * out_stride, *ghb = g_h + b * h_stride;
+        float *grads = p->g_data + b * p->capacity * D, *gh = g_h_hat + b * H;
 #pragma omp simd
         for (int64_t h = 0; h < H; h++) /* ∂L/∂h, then gh holds g = ∂L/∂s until the state's gradient replaces it */
             gh[h] += go[h] + ghb[h];
@@ -348,7 +347,7 @@ int sab_step_backward(const float *data, const float *aux, const float *h_hat, c
             memcpy(gh, base, sizeof base);
             continue;
         }
-        const float *q = state + b * (K + R + 1), *wb = q + K;
+        const float *q = state + b * S + H, *wb = q + K;
         const int64_t *ib = idx + b * R;
         float total = wb[R], weighted = 0.0f;
         for (int64_t i = 0; i < R; i++) { /* ∂L/∂m_i += w_i g; ḡw_i = g·m_i */
@@ -370,7 +369,7 @@ int sab_step_backward(const float *data, const float *aux, const float *h_hat, c
         }
         g_a[R - 1] -= sum_a;
         float *gq = g_q + b * K;
-        row_view r = {slots, aux + b * d->capacity * (K + 1), q, a, query_exponentials(q, a, K)};
+        row_view r = {slots, p->aux + b * p->capacity * (K + 1), q, a, query_exponentials(q, a, K)};
         for (int64_t i = 0; i < R; i++) {
             const float *key = slots + ib[i] * D + H, *e = r.aux + ib[i] * (K + 1);
             float *gkey = grads + ib[i] * D + H, ai = g_a[i];
@@ -396,30 +395,37 @@ int sab_step_backward(const float *data, const float *aux, const float *h_hat, c
         for (int64_t k = 0; k < K; k++)
             g_b_q[k] += gq[k];
     }
-    if (R) { /* ∂L/∂ĥ += q̄ W_q, ∂L/∂W_q = q̄ᵀ ĥ */
+    if (R) { /* ∂L/∂ĥ += q̄ W_q, ∂L/∂W_q += q̄ᵀ ĥ (ĥ from the state) */
         float *g_q_t = g_q + B * K;
-        matmul_add(g_q, K, w_q, g_h_hat, H, B, K, H);
+        matmul_add(g_q, K, p->w_q, H, g_h_hat, H, B, K, H);
         transpose(g_q, K, g_q_t, B, K);
-        matmul_add(g_q_t, B, h_hat, g_params, H, K, B, H);
+        matmul_add(g_q_t, B, state, S, p->g_params, H, K, B, H);
         free(g_q);
     }
     return 0;
 }
 
-/* A write on its own (the first state, or deferred credit): m (B × H) into slot j with its key W_m m. */
-int sab_write(float *data, float *aux, const float *m, const float *w_m, const sab_shape *d, int64_t j) {
-    return write_slot(data, aux, m, w_m, d, j);
+/* A write on its own (the first state, or deferred credit): m (B × H) into slot j with its key W_m m (w_m: K × H).
+ * Returns 0, or -1 if out of memory. */
+int sab_write(const sab_plan *p, const float *m, const float *w_m, int64_t j) {
+    int64_t H = p->hidden, K = p->key_size;
+    float *w_m_t = malloc(sizeof(float) * H * K);
+    if (!w_m_t)
+        return -1;
+    transpose(w_m, H, w_m_t, K, H);
+    write_slot(p, m, w_m_t, j);
+    free(w_m_t);
+    return 0;
 }
 
-/* Its backward: g_m = ḡm + ḡκ W_m, g_w_m = ḡκᵀ m, and slot j's gradient cleared. */
-int sab_write_backward(const float *data, float *g_data, const float *w_m, const sab_shape *d, int64_t j,
-                       float *g_m, float *g_w_m) {
-    return write_backward(data, g_data, w_m, d, j, g_m, g_w_m);
+/* Its backward: g_m = ḡm + ḡκ W_m, g_w_m += ḡκᵀ m, and slot j's gradient cleared. */
+int sab_write_backward(const sab_plan *p, const float *w_m, int64_t j, float *g_m, float *g_w_m) {
+    return write_backward(p, w_m, j, g_m, g_w_m);
 }
 
 /* The aux of slot j for every row, when its key was written by PyTorch. */
-void sab_key_aux(const float *data, float *aux, const sab_shape *d, int64_t j) {
-    int64_t H = d->hidden, K = d->key_size, D = H + K;
-    for (int64_t b = 0; b < d->batch; b++)
-        key_exponentials(data + (b * d->capacity + j) * D + H, aux + (b * d->capacity + j) * (K + 1), K);
+void sab_key_aux(const sab_plan *p, int64_t j) {
+    int64_t H = p->hidden, K = p->key_size, D = H + K;
+    for (int64_t b = 0; b < p->batch; b++)
+        key_exponentials(p->data + (b * p->capacity + j) * D + H, p->aux + (b * p->capacity + j) * (K + 1), K);
 }

@@ -68,7 +68,7 @@ from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets._registry import register
 from bioplaus.nets.lstm import SequenceNet, sequence_sizes
 from bioplaus.nets.sab_memory import TINY, MemoryBank
-from bioplaus.nets.sab_read import AttentionStep, ReadPlan, read_weights
+from bioplaus.nets.sab_read import AttentionStep, ParamGrads, ReadPlan, read_weights
 from bioplaus.registry import did_you_mean
 
 THRESHOLDS: dict[str, tuple[int, float, float]] = {"k+1": (1, 0.0, 0.0), "k": (0, 1e-7, 1e-7)}
@@ -277,7 +277,10 @@ class AttentiveLSTM(SequenceNet, StoredStates):
         self._project_keys = scorer.fused_key
         fused = self.attention == "sparse" and self.gather and scorer.fused
         writes = self._project_keys and not self.defer_credit  # merged writes need the token chain
-        self._plan = scorer.plan(self.bank, self.threshold, writes) if fused else None
+        self._plan = plan = scorer.plan(self.bank, self.threshold, writes) if fused else None
+        if plan is not None:
+            with torch.enable_grad():  # the root of the ordering, whichever mode the reset runs in
+                self.bank.start(ParamGrads.apply(plan, *plan.params))
         self._write(h0)
 
     def release_credit(self) -> None:
@@ -294,22 +297,20 @@ class AttentiveLSTM(SequenceNet, StoredStates):
     def _attend(self, h_hat: torch.Tensor, write: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(h_t, [h_t; s_t])``: the new state ``h_t = ĥ_t + s_t`` and the readout's input, ``s_t = Σ_i w_i m_i``;
         ``h_t`` joins the memory if ``write``."""
-        H, bank, plan = self.hidden, self.bank, self._plan
-        n, sparse = bank.n, self.attention == "sparse"
-        B = h_hat.shape[0]
-        small = n <= self.k_top
+        bank, plan = self.bank, self._plan
+        small = bank.store.n <= self.k_top
         if plan is not None and not (small and self.small_memory == "raw"):
             merged = write and plan.writes
-            h, out, token = AttentionStep.apply(
-                h_hat, *plan.params, bank.link(), plan, 0 if small else self._rank, merged
-            )
-            self._record(lambda: read_weights(bank.store, B))
+            h, out, token = AttentionStep.apply(h_hat, bank.link(), plan, 0 if small else self._rank, merged)
+            if self._log is not None:
+                self._log.append(read_weights(bank.store, h_hat.shape[0]))
             if merged:
                 bank.token = token
             elif write:
                 self._write(h)
             return h, out
-        scorer = self.scorer
+        H, n, sparse, scorer = self.hidden, bank.n, self.attention == "sparse", self.scorer
+        B = h_hat.shape[0]
         if sparse and small and self.small_memory == "uniform":
             s = bank.read_all()[..., :H].mean(1)
             self._record(lambda: h_hat.new_full((B, n), 1.0 / n))

@@ -80,13 +80,18 @@ class SlotStore:
         self.aux = self.data.new_empty(batch, capacity, key_size + 1) if self.lib is not None else None
         """With the kernels: per slot, ``e^{2κ_j}`` and ``max |κ_j|``, what the kernel's fast score reads
         (``bioplaus/native/sab.c``); written with every slot."""
-        self._shape = kernel.Shape(batch, 0, capacity, hidden, key_size, 0, 0, 0, 0.0, 0.0, TINY)
+        self.native = None
+        """With the kernels: their :class:`~bioplaus.native.sab.Plan`, kept pointing at the current buffers."""
+        if self.lib is not None:
+            self.native = kernel.Plan(batch=batch, hidden=hidden, key_size=key_size, tiny=TINY)
+            self._point()
 
-    def shape(self, n: int) -> kernel.Shape:
-        """The kernels' description of this memory with ``n`` slots (one object, updated in place)."""
-        shape = self._shape
-        shape.n, shape.capacity = n, self.data.shape[1]
-        return shape
+    def _point(self) -> None:
+        """Point the kernels' plan at the buffers (after they were allocated or moved)."""
+        if self.native is not None:
+            native = self.native
+            native.data, native.aux, native.capacity = self.data.data_ptr(), self.aux.data_ptr(), self.capacity
+            native.g_data = None if self.grad is None else self.grad.data_ptr()
 
     @property
     def capacity(self) -> int:
@@ -102,7 +107,7 @@ class SlotStore:
         self.data[:, j, : self.hidden] = value.detach()
         self.data[:, j, self.hidden :] = key.detach()
         if self.lib is not None:
-            kernel.key_aux(self.lib, self, self.shape(self.n), j)
+            self.lib.sab_key_aux(self.native, j)
         return j
 
     def append_projected(self, value: torch.Tensor, key_weight: torch.Tensor) -> int:
@@ -111,7 +116,7 @@ class SlotStore:
         value, key_weight = value.detach(), key_weight.detach()
         if self.lib is not None and value.is_contiguous() and key_weight.is_contiguous():
             j = self.next_slot()
-            kernel.write(self.lib, self, value, key_weight, self.shape(self.n), j)
+            kernel.write(self.lib, self.native, value, key_weight, j)
             return j
         return self.append(value, value @ key_weight.t())
 
@@ -121,16 +126,18 @@ class SlotStore:
             self.data = torch.cat([self.data, torch.zeros_like(self.data)], 1)
             if self.aux is not None:
                 self.aux = torch.cat([self.aux, torch.empty_like(self.aux)], 1)
+            if self.grad is not None:
+                self.grad = torch.cat([self.grad, torch.zeros_like(self.grad)], 1)
             self._offsets = self.rows * self.capacity
+            self._point()
         self.n += 1
         return self.n - 1
 
     def grad_buffer(self) -> torch.Tensor:
-        """:attr:`grad` flattened to ``(batch·capacity, H + K)``, allocated or grown to the data's capacity."""
+        """:attr:`grad` flattened to ``(batch·capacity, H + K)``, allocated by the first call (it grows with the data)."""
         if self.grad is None:
             self.grad = torch.zeros_like(self.data)
-        elif self.grad.shape[1] < self.capacity:
-            self.grad = torch.cat([self.grad, torch.zeros_like(self.data[:, self.grad.shape[1] :])], 1)
+            self._point()
         return self.grad.view(-1, self.grad.shape[2])
 
     def take_projected_grad(
@@ -140,7 +147,7 @@ class SlotStore:
         if self.grad is None:
             return None, None
         if self.lib is not None and key_weight.is_contiguous():
-            return kernel.write_backward(self.lib, self, key_weight, self.shape(self.n), j)
+            return kernel.write_backward(self.lib, self.native, key_weight, j)
         g_value, g_key = self.take_grad(j)
         return torch.addmm(g_value, g_key, key_weight), g_key.t() @ value
 
@@ -188,6 +195,16 @@ class MemoryBank:
     def capacity(self) -> int:
         return self.store.capacity
 
+    def start(self, link: torch.Tensor) -> None:
+        """Make ``link`` (a tensor with a graph, e.g. :class:`~bioplaus.nets.sab_read.ParamGrads`'s) the root of the
+        ordering: the first write's token (chain) or the input every read holds (deferred), so that its backward
+        runs after theirs. Ignored if it has no graph. Call before the first write."""
+        if link.requires_grad:
+            if self.chain:
+                self.token = link
+            else:
+                self.anchor = link
+
     def link(self) -> torch.Tensor | None:
         """The input a read takes to be ordered before the writes' backward (token, or the deferred anchor)."""
         return self.token if self.chain else self.anchor
@@ -203,7 +220,8 @@ class MemoryBank:
         if value.requires_grad or source.requires_grad:
             token = WriteSlot.apply(value, source, self.token if self.chain else None, self.store, j, projected)
             if self.chain:
-                self.token = token
+                if token.requires_grad:  # a write without graph (under no_grad) must not cut the chain
+                    self.token = token
             else:
                 self.tokens.append(token)
 

@@ -55,11 +55,15 @@ from bioplaus.nets.sab_memory import TINY, SlotStore
 
 class ReadPlan:
     """What every step of one sequence shares: the memory, the threshold's constants, the scorer's
-    parameters, whether the C kernel serves them, and whether steps write their state themselves.
+    parameters, their gradient accumulator, whether the C kernel serves them, and whether steps write
+    their state themselves.
 
     Made once per sequence (:meth:`~bioplaus.nets.sab.AttentiveLSTM.reset_state`), so that a
     step does no set-up work: at ``B = 32, H = 64`` each microsecond of Python per step is
-    about half a percent of an LSTM step.
+    about half a percent of an LSTM step. The steps do not take the scorer's parameters as
+    autograd inputs: each step's backward adds their gradient into :attr:`grads`, and one node
+    per sequence (:class:`ParamGrads`, ordered after every step's backward by the memory's token)
+    hands the sums on. That spares the autograd engine four gradient tensors per step.
 
     Args:
         store: the memory's buffers (:class:`~bioplaus.nets.sab_memory.SlotStore`).
@@ -70,92 +74,168 @@ class ReadPlan:
             token chain of :mod:`~bioplaus.nets.sab_memory`).
     """
 
-    __slots__ = ("store", "shift", "eps", "params", "lib", "writes", "_shape")
+    __slots__ = ("store", "shift", "eps", "params", "lib", "writes", "grads", "sizes", "_version", "_transposes")
 
     def __init__(self, store: SlotStore, shift: float, eps: float, params: tuple[torch.Tensor | None, ...]):
         self.store, self.shift, self.eps, self.params = store, shift, eps, params
-        self.writes = params[3] is not None
+        w_q, b_q, v, w_m = params
+        self.writes = w_m is not None
+        self.sizes = tuple(w_q.shape)
+        """``(K, H)``."""
+        K, H = self.sizes
+        self.grads = store.data.new_zeros(2 * K * H + 2 * K)
+        """Accumulated ``[∂L/∂W_q; ∂L/∂b_q; ∂L/∂v; ∂L/∂W_m]``, flat, from the backward of the steps so far."""
         self.lib = store.lib if store.lib is not None and kernel.accepts(*params) else None
         """The compiled kernels when they serve this memory and these parameters, else ``None``."""
-        B, capacity, D = store.data.shape
-        self._shape = kernel.Shape(B, 0, capacity, store.hidden, D - store.hidden, 0, 0, 0, shift, eps, TINY)
+        self._version, self._transposes = -1, ()
+        if self.lib is not None:
+            plan = store.native
+            plan.shift, plan.eps, plan.g_params = shift, eps, self.grads.data_ptr()
+            plan.w_q, plan.v = w_q.data_ptr(), v.data_ptr()
+            plan.b_q = None if b_q is None else b_q.data_ptr()
+            plan.w_m = None if w_m is None else w_m.data_ptr()
+            self.refresh()
 
-    def shape(self, n: int, rank: int) -> kernel.Shape:
-        """The kernel's description of a read of ``rank`` winners among ``n`` slots (one object, updated in place)."""
-        shape = self._shape
-        shape.n, shape.rank, shape.capacity = n, rank, self.store.data.shape[1]
-        return shape
+    def version(self) -> int:
+        """A number that changes whenever one of the parameters is modified in place (an optimiser step)."""
+        return sum(p._version for p in self.params if p is not None)
+
+    def refresh(self) -> int:
+        """Bring the kernel's transposed weights up to date (they are redone only after the weights changed);
+        returns :meth:`version`."""
+        version = self.version()
+        if version != self._version:
+            w_q, _, _, w_m = self.params
+            self._transposes = tuple(w.detach().t().contiguous() for w in (w_q, w_m) if w is not None)
+            plan = self.store.native
+            plan.w_q_t = self._transposes[0].data_ptr()
+            plan.w_m_t = self._transposes[1].data_ptr() if w_m is not None else None
+            self._version = version
+        return version
+
+    def take_grads(self) -> tuple[torch.Tensor | None, ...]:
+        """The accumulated gradients of ``(W_q, b_q, v, W_m)`` (``None`` for absent ones); the accumulator restarts
+        from zero."""
+        grads, (K, H) = self.grads, self.sizes
+        self.grads = torch.zeros_like(grads)
+        if self.lib is not None:
+            self.store.native.g_params = self.grads.data_ptr()
+        _, b_q, _, w_m = self.params
+        KH = K * H
+        return (
+            grads[:KH].view(K, H),
+            None if b_q is None else grads[KH : KH + K],
+            grads[KH + K : KH + 2 * K].view(1, K),
+            None if w_m is None else grads[KH + 2 * K :].view(K, H),
+        )
 
 
-class AttentionStep(torch.autograd.Function):
-    """``(h, out, token) = step(ĥ, W_q, b_q, v, W_m, link, plan, R, write)``: read the memory and, if ``write``,
-    store the new state ``h`` in it.
+class ParamGrads(torch.autograd.Function):
+    """``link = ParamGrads(plan, W_q, b_q, v, W_m)``: the scorer's parameters enter a sequence's graph here, once.
 
-    Inputs: ``ĥ`` ``(B, H)``; the scorer's query weight ``W_q`` ``(K, H)``, bias ``b_q`` ``(K,)``
-    (or ``None``), output weight ``v`` ``(1, K)`` and key weight ``W_m`` ``(K, H)`` (``None``
-    unless ``write``); ``link`` the memory's token (orders this step before the earlier writes'
-    backward, see :mod:`~bioplaus.nets.sab_memory`); ``plan`` the sequence's :class:`ReadPlan`
-    (the memory, with at least ``R`` slots, δ and ε); ``R`` winners kept (``0``: uniform
-    weights over every slot). Outputs: the new state ``h = ĥ + s`` ``(B, H)``, the readout's
-    input ``out = [h; s]`` ``(B, 2H)`` (``h`` twice, so that neither use needs a slicing node)
-    and, if ``write``, the new token (else ``None``). ``store.last_read`` keeps what logging
-    needs (:func:`read_weights`).
-
-    A writing step's backward first adds the gradient its slot gathered from later reads (complete
-    by then: every later read and write holds this step's token or a later one) to ``∂L/∂h``:
-    ``ḡm + W_mᵀ ḡκ``, with ``∂L/∂W_m = ḡκ hᵀ``; then the read's backward. One node per step
-    instead of a read and a write.
-
-    The C kernel runs where the plan has one and ``ĥ`` is contiguous, of the memory's dtype;
-    otherwise the PyTorch path. Both save ``ĥ``, ``W_q``, ``v``, the read's
-    ``state = [q, w, Z]`` ``(B, K + R + 1)`` and ``idx`` ``(B, R)`` (a uniform read saves none of
-    these), and ``W_m`` when writing.
+    The memory's first token (:meth:`~bioplaus.nets.sab_memory.MemoryBank.start`): every step of
+    the sequence holds it or a later token, so this backward runs after all of theirs and hands the
+    gradients they accumulated in ``plan.grads`` (:meth:`ReadPlan.take_grads`) to the parameters.
+    A streaming backward reaches it once per segment and hands on that segment's share.
     """
 
     @staticmethod
-    def forward(ctx, h_hat, w_q, b_q, v, w_m, link, plan: ReadPlan, rank: int, write: bool):  # type: ignore[override]
+    def forward(ctx, plan: ReadPlan, w_q, b_q, v, w_m):  # type: ignore[override]
+        ctx.plan = plan
+        return w_q.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _g_link):  # type: ignore[override]
+        grads = ctx.plan.take_grads()
+        return (None, *(g if need else None for g, need in zip(grads, ctx.needs_input_grad[1:], strict=True)))
+
+
+class AttentionStep(torch.autograd.Function):
+    """``(h, out, token) = step(ĥ, link, plan, R, write)``: read the memory and, if ``write``, store the new state
+    ``h`` in it.
+
+    Inputs: ``ĥ`` ``(B, H)``; ``link`` the memory's token (orders this step before the earlier
+    writes' backward and :class:`ParamGrads`, see :mod:`~bioplaus.nets.sab_memory`); ``plan``
+    the sequence's :class:`ReadPlan` (the memory, with at least ``R`` slots, δ, ε and the
+    scorer's parameters); ``R`` winners kept (``0``: uniform weights over every slot).
+    Outputs: the new state ``h = ĥ + s`` ``(B, H)``, the readout's input ``out = [h; s]``
+    ``(B, 2H)`` (``h`` twice, so that neither use needs a slicing node) and, if ``write``, the
+    new token (else ``None``). ``store.last_read`` keeps what logging needs (:func:`read_weights`).
+
+    The backward returns ``∂L/∂ĥ`` and adds the parameters' gradient into ``plan.grads``. A
+    writing step's backward first adds the gradient its slot gathered from later reads (complete by
+    then: every later read and write holds this step's token or a later one) to ``∂L/∂h``:
+    ``ḡm + W_mᵀ ḡκ``, with ``∂L/∂W_m += ḡκ hᵀ``; then the read's backward. One node per step
+    instead of a read and a write.
+
+    The C kernel runs where the plan has one and ``ĥ`` is contiguous, of the memory's dtype;
+    otherwise the PyTorch path. The step keeps the read's ``state = [ĥ, q, w, Z]``
+    ``(B, H + K + R + 1)`` and the winners' slots ``idx`` ``(B, R)`` (a uniform read keeps neither),
+    and, on the PyTorch path, the state it wrote. Modifying a scorer parameter in place between the
+    forward and the backward raises, as it does for PyTorch's own operations.
+    """
+
+    @staticmethod
+    def forward(ctx, h_hat, link, plan: ReadPlan, rank: int, write: bool):  # type: ignore[override]
         store, lib, n = plan.store, plan.lib, plan.store.n
-        j, written = -1, None
+        j = -1
         if lib is not None and h_hat.dtype == store.data.dtype and h_hat.is_contiguous():
+            ctx.version = plan.refresh()
+            B, H = h_hat.shape
+            h, out, state, idx = h_hat.new_empty(B, H), h_hat.new_empty(B, 2 * H), None, None
+            if rank:
+                state = h_hat.new_empty(B, kernel.state_size(H, plan.sizes[0], rank))
+                idx = torch.empty(B, rank, dtype=torch.int64)
             if write:
                 j = store.next_slot()
-            h, out, state, idx = kernel.step_forward(lib, store, h_hat, (w_q, b_q, v, w_m), plan.shape(n, rank), j)
+            lib.sab_step_forward(
+                store.native, h_hat.data_ptr(), n, rank, j, h.data_ptr(), out.data_ptr(),
+                None if state is None else state.data_ptr(), None if idx is None else idx.data_ptr(),
+            )  # fmt: skip
         else:
-            lib = None
-            h, out, state, idx = _forward(store, h_hat, w_q, b_q, v, n, rank, plan.shift, plan.eps)
+            lib, ctx.version = None, plan.version()
+            h, out, state, idx = _forward(store, h_hat, *plan.params[:3], n, rank, plan.shift, plan.eps)
             if write:
-                j, written = store.append_projected(h, w_m), h
-        read = (h_hat, w_q, v) if rank else (None, None, None)
-        ctx.save_for_backward(*read, state, idx, w_m if write else None, written)
+                j = store.append_projected(h, plan.params[3])
+                ctx.save_for_backward(h)
         store.last_read = (state, idx, n)
-        ctx.plan, ctx.lib, ctx.n, ctx.rank, ctx.j, ctx.has_bias = plan, lib, n, rank, j, b_q is not None
+        ctx.plan, ctx.lib, ctx.n, ctx.rank, ctx.j, ctx.state, ctx.idx = plan, lib, n, rank, j, state, idx
         return h, out, h.new_zeros(()) if write else None
 
     @staticmethod
     def backward(ctx, g_h, g_out, _g_token):  # type: ignore[override]
-        plan, rank, j = ctx.plan, ctx.rank, ctx.j
+        plan, rank, j, state, idx = ctx.plan, ctx.rank, ctx.j, ctx.state, ctx.idx
         store = plan.store
-        h_hat, w_q, v, state, idx, w_m, written = ctx.saved_tensors
+        if plan.version() != ctx.version:
+            raise RuntimeError(
+                "a parameter of the SAB scorer was modified in place between a step's forward and its backward: "
+                "call backward before the optimiser step"
+            )
         if ctx.lib is not None:
             g_out = g_out if g_out.stride(1) == 1 else g_out.contiguous()
             g_h = g_h if g_h.stride(1) == 1 else g_h.contiguous()
-            g_h_hat, g_params, g_w_m = kernel.step_backward(
-                ctx.lib, store, (h_hat, w_q, v, state, idx, w_m), plan.shape(ctx.n, rank), j, g_out, g_h
+            if store.grad is None:
+                store.grad_buffer()
+            g_h_hat = g_h.new_empty(g_h.shape)
+            kernel.check(
+                ctx.lib.sab_step_backward(
+                    store.native, None if state is None else state.data_ptr(), None if idx is None else idx.data_ptr(),
+                    ctx.n, rank, j, g_out.data_ptr(), g_out.stride(0), g_h.data_ptr(), g_h.stride(0),
+                    g_h_hat.data_ptr(),
+                )  # fmt: skip
             )
-        else:
-            g_w_m = None
-            if j >= 0:
-                g_written, g_w_m = store.take_projected_grad(j, written, w_m)
-                g_h = g_h if g_written is None else g_h + g_written
-            g_h_hat, g_params = _backward(store, (h_hat, w_q, v, state, idx) if rank else None, ctx.n, g_out, g_h)
-        needs = ctx.needs_input_grad
-        g_w_q = g_b_q = g_v = None
-        if g_params is not None:
-            K, H = w_q.shape
-            g_w_q = g_params[: K * H].view(K, H) if needs[1] else None
-            g_b_q = g_params[K * H : K * H + K] if needs[2] and ctx.has_bias else None
-            g_v = g_params[K * H + K :].view(1, K) if needs[3] else None
-        return g_h_hat, g_w_q, g_b_q, g_v, g_w_m if needs[4] else None, None, None, None, None
+            return g_h_hat, None, None, None, None
+        K, H = plan.sizes
+        g_params = plan.grads
+        if j >= 0:
+            (written,) = ctx.saved_tensors
+            g_written, g_w_m = store.take_projected_grad(j, written, plan.params[3])
+            if g_written is not None:
+                g_h = g_h + g_written
+                g_params[K * H + 2 * K :].add_(g_w_m.view(-1))
+        g_h_hat = _backward(store, None if state is None else (state, idx, plan.params[0], plan.params[2]), ctx.n,
+                            g_out, g_h, g_params[: K * H + 2 * K])  # fmt: skip
+        return g_h_hat, None, None, None, None
 
 
 def read_weights(store: SlotStore, batch: int) -> torch.Tensor:
@@ -164,8 +244,8 @@ def read_weights(store: SlotStore, batch: int) -> torch.Tensor:
     state, idx, n = store.last_read
     if idx is None:
         return store.data.new_full((batch, n), 1.0 / n)
-    K = state.shape[1] - idx.shape[1] - 1
-    return state.new_zeros(batch, n).scatter(1, idx, state[:, K : K + idx.shape[1]])
+    R = idx.shape[1]
+    return state.new_zeros(batch, n).scatter(1, idx, state[:, -R - 1 : -1])
 
 
 def _forward(
@@ -188,7 +268,7 @@ def _forward(
         total = total.add_(eps) if eps else total.clamp_min_(TINY)
         w = r.div_(total)
         s = (w.unsqueeze(2) * _winners(store, idx)[..., :H]).sum(1)
-        state = torch.cat([q, w, total], 1)
+        state = torch.cat([h_hat, q, w, total], 1)
     h = h_hat + s
     return h, torch.cat([h, s], 1), state, idx
 
@@ -199,18 +279,19 @@ def _winners(store: SlotStore, idx: torch.Tensor) -> torch.Tensor:
     return store.data.view(-1, D).index_select(0, store.flat(idx)).view(*idx.shape, D)
 
 
-def _backward(store: SlotStore, saved, n: int, g_out, g_h) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The PyTorch path of the kernel's backward: ``(g_ĥ, g_params)``, slots' gradient added into the store."""
+def _backward(store: SlotStore, saved, n: int, g_out, g_h, g_params: torch.Tensor) -> torch.Tensor:
+    """The PyTorch path of the kernel's backward: ``g_ĥ``; the slots' gradient is added into the store and
+    ``[∂L/∂W_q; ∂L/∂b_q; ∂L/∂v]`` into ``g_params``. ``saved = (state, idx, W_q, v)``, ``None`` for a uniform read."""
     H = store.hidden
     g_h = g_out[:, :H] + g_h
     g = g_h + g_out[:, H:]  # ∂L/∂s
     if saved is None:
         store.grad_buffer()
         store.grad[:, :n, :H].add_(g.unsqueeze(1), alpha=1.0 / n)
-        return g_h, None
-    h_hat, w_q, v, state, idx = saved
+        return g_h
+    state, idx, w_q, v = saved
     K, R = w_q.shape[0], idx.shape[1]
-    q, w, total = state[:, :K], state[:, K : K + R], state[:, K + R :]
+    h_hat, q, w, total = state[:, :H], state[:, H : H + K], state[:, H + K : H + K + R], state[:, H + K + R :]
     winners = _winners(store, idx)
     g_w = torch.bmm(winners[..., :H], g.unsqueeze(2)).squeeze(2)
     g_r = (g_w - (w * g_w).sum(1, keepdim=True)).div_(total)
@@ -222,5 +303,5 @@ def _backward(store: SlotStore, saved, n: int, g_out, g_h) -> tuple[torch.Tensor
     g_slots = torch.cat([w.unsqueeze(2) * g.unsqueeze(1), g_u], 2)
     store.grad_buffer().index_add_(0, store.flat(idx), g_slots.view(-1, H + K))
     g_q = g_u.sum(1)
-    g_params = torch.cat([(g_q.t() @ h_hat).view(-1), g_q.sum(0), g_v.view(-1)])
-    return g_h + g_q @ w_q, g_params
+    g_params.add_(torch.cat([(g_q.t() @ h_hat).view(-1), g_q.sum(0), g_v.view(-1)]))
+    return g_h + g_q @ w_q
