@@ -134,7 +134,7 @@ class SlotStore:
         return self.n - 1
 
     def grad_buffer(self) -> torch.Tensor:
-        """:attr:`grad` flattened to ``(batch·capacity, H + K)``, allocated by the first call (it grows with the data)."""
+        """:attr:`grad` flattened to ``(batch·capacity, H + K)``, allocated by the first call; grows with the data."""
         if self.grad is None:
             self.grad = torch.zeros_like(self.data)
             self._point()

@@ -219,8 +219,16 @@ class AttentionStep(torch.autograd.Function):
             g_h_hat = g_h.new_empty(g_h.shape)
             kernel.check(
                 ctx.lib.sab_step_backward(
-                    store.native, None if state is None else state.data_ptr(), None if idx is None else idx.data_ptr(),
-                    ctx.n, rank, j, g_out.data_ptr(), g_out.stride(0), g_h.data_ptr(), g_h.stride(0),
+                    store.native,
+                    None if state is None else state.data_ptr(),
+                    None if idx is None else idx.data_ptr(),
+                    ctx.n,
+                    rank,
+                    j,
+                    g_out.data_ptr(),
+                    g_out.stride(0),
+                    g_h.data_ptr(),
+                    g_h.stride(0),
                     g_h_hat.data_ptr(),
                 )  # fmt: skip
             )
