@@ -198,6 +198,17 @@ def gather_read(
     return (w.unsqueeze(2) * winners[..., :H]).sum(1), w, idx
 
 
+_apply_step_directly = super(torch.autograd.Function, AttentionStep).apply
+"""``AttentionStep.apply`` without ``Function.apply``'s Python wrapper (≈ 3 µs a step), which only matters under
+functorch transforms (then :func:`_apply_step` takes the wrapper)."""
+
+
+def _apply_step(*args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    if torch._C._are_functorch_transforms_active():
+        return AttentionStep.apply(*args)
+    return _apply_step_directly(*args)
+
+
 class AttentiveLSTM(SequenceNet, StoredStates):
     """LSTM whose provisional state attends over a memory of its past states (SAB, or dense softmax).
 
@@ -261,6 +272,17 @@ class AttentiveLSTM(SequenceNet, StoredStates):
         self._rank = k_top + THRESHOLDS[self.threshold][0]
         """Winners a sparse read keeps (the threshold's included)."""
         self._log: list[torch.Tensor] | None = None
+        self._length: int | None = None
+        """Length of the sequence :meth:`forward` runs (the memory is allocated for all its slots at once)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """A whole sequence from the zero state, ``(batch, T, n_in)`` → ``(batch, T, n_out)``, with the memory's
+        ``1 + ⌊T/k_att⌋`` slots allocated at the start."""
+        self._length = x.shape[1] if x.dim() == 3 else None
+        try:
+            return super().forward(x)
+        finally:
+            self._length = None
 
     @property
     def memory_slots(self) -> int:
@@ -270,8 +292,15 @@ class AttentiveLSTM(SequenceNet, StoredStates):
     def _reset_core(self, batch_size: int) -> None:
         h0 = self.state[0]
         backend = "torch" if self.backend == "torch" else "auto"
+        length = self._length
         self.bank = MemoryBank(
-            h0, batch_size, self.hidden, self.scorer.key_size, chain=not self.defer_credit, backend=backend
+            h0,
+            batch_size,
+            self.hidden,
+            self.scorer.key_size,
+            chain=not self.defer_credit,
+            backend=backend,
+            capacity=16 if length is None else 1 + length // self.k_att,
         )
         scorer = self.scorer
         self._project_keys = scorer.fused_key
@@ -301,7 +330,7 @@ class AttentiveLSTM(SequenceNet, StoredStates):
         small = bank.store.n <= self.k_top
         if plan is not None and not (small and self.small_memory == "raw"):
             merged = write and plan.writes
-            h, out, token = AttentionStep.apply(h_hat, bank.link(), plan, 0 if small else self._rank, merged)
+            h, out, token = _apply_step(h_hat, bank.link(), plan, 0 if small else self._rank, merged)
             if self._log is not None:
                 self._log.append(read_weights(bank.store, h_hat.shape[0]))
             if merged:

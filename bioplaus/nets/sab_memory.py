@@ -172,12 +172,21 @@ class MemoryBank:
         chain: order writes after later reads by the token chain (single backward); ``False``
             defers slot credit to :meth:`release` (streaming backward).
         backend: ``"auto"`` or ``"torch"``, see :class:`SlotStore`.
+        capacity: slots to allocate at first (the memory grows by doubling beyond; growing moves every
+            buffer, so a caller that knows the sequence's length allocates it all at once).
     """
 
     def __init__(
-        self, like: torch.Tensor, batch: int, hidden: int, key_size: int, chain: bool = True, backend: str = "auto"
+        self,
+        like: torch.Tensor,
+        batch: int,
+        hidden: int,
+        key_size: int,
+        chain: bool = True,
+        backend: str = "auto",
+        capacity: int = 16,
     ):
-        self.store = SlotStore(like, batch, hidden, key_size, backend=backend)
+        self.store = SlotStore(like, batch, hidden, key_size, capacity, backend)
         self.chain = chain
         self.tokens: list[torch.Tensor] = []
         """Deferred mode: each write's own token, whose backward hands the slot's gradient on (:meth:`release`)."""

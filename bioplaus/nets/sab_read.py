@@ -74,7 +74,10 @@ class ReadPlan:
             token chain of :mod:`~bioplaus.nets.sab_memory`).
     """
 
-    __slots__ = ("store", "shift", "eps", "params", "lib", "writes", "grads", "sizes", "_version", "_transposes")
+    __slots__ = (
+        "store", "shift", "eps", "params", "lib", "writes", "grads", "sizes", "state_base", "_tracked", "_version",
+        "_transposes",
+    )  # fmt: skip
 
     def __init__(self, store: SlotStore, shift: float, eps: float, params: tuple[torch.Tensor | None, ...]):
         self.store, self.shift, self.eps, self.params = store, shift, eps, params
@@ -83,6 +86,9 @@ class ReadPlan:
         self.sizes = tuple(w_q.shape)
         """``(K, H)``."""
         K, H = self.sizes
+        self.state_base = kernel.state_size(H, K, 0)
+        """Floats a read keeps per row besides its ``R`` weights (:func:`~bioplaus.native.sab.state_size`)."""
+        self._tracked = tuple(p for p in params if p is not None)
         self.grads = store.data.new_zeros(2 * K * H + 2 * K)
         """Accumulated ``[∂L/∂W_q; ∂L/∂b_q; ∂L/∂v; ∂L/∂W_m]``, flat, from the backward of the steps so far."""
         self.lib = store.lib if store.lib is not None and kernel.accepts(*params) else None
@@ -98,7 +104,10 @@ class ReadPlan:
 
     def version(self) -> int:
         """A number that changes whenever one of the parameters is modified in place (an optimiser step)."""
-        return sum(p._version for p in self.params if p is not None)
+        version = 0
+        for p in self._tracked:
+            version += p._version
+        return version
 
     def refresh(self) -> int:
         """Bring the kernel's transposed weights up to date (they are redone only after the weights changed);
@@ -184,7 +193,7 @@ class AttentionStep(torch.autograd.Function):
             B, H = h_hat.shape
             h, out, state, idx = h_hat.new_empty(B, H), h_hat.new_empty(B, 2 * H), None, None
             if rank:
-                state = h_hat.new_empty(B, kernel.state_size(H, plan.sizes[0], rank))
+                state = h_hat.new_empty(B, plan.state_base + rank)
                 idx = torch.empty(B, rank, dtype=torch.int64)
             if write:
                 j = store.next_slot()
