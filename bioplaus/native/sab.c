@@ -189,16 +189,26 @@ typedef struct {
 
 INLINE int slot_is_fast(const row_view *r, int64_t j, int64_t K) { return r->fast && r->aux[j * (K + 1) + K] <= FAST_RANGE; }
 
-/* The R best of the n scores of one row, sorted in decreasing order into (top, idx); earlier slots win ties.
- * Returns 1 if a score is NaN. */
-static int rank_row(const row_view *r, const float *v, const sab_plan *p, int64_t n, int64_t R, float *top,
-                    int64_t *idx) {
-    int64_t H = p->hidden, K = p->key_size, D = H + K, kept = 0;
+/* The scores of the n slots of one row into sc; returns 1 if one is NaN. No branch depends on a score here, so
+ * that the processor overlaps the slots' computations (ranking while scoring made each mispredicted comparison
+ * wait for a whole score, and cost more than the scores themselves). */
+static int score_row(const row_view *r, const float *v, const sab_plan *p, int64_t n, float *sc) {
+    int64_t H = p->hidden, K = p->key_size, D = H + K;
     int nan = 0;
     for (int64_t j = 0; j < n; j++) {
         float a = slot_is_fast(r, j, K) ? score_fast(r->a, r->aux + j * (K + 1), v, K)
                                         : score_exact(r->q, r->slots + j * D + H, v, K);
         nan |= a != a;
+        sc[j] = a;
+    }
+    return nan;
+}
+
+/* The R best of the n scores sc, sorted in decreasing order into (top, idx); earlier slots win ties. */
+static void rank_row(const float *sc, int64_t n, int64_t R, float *top, int64_t *idx) {
+    int64_t kept = 0;
+    for (int64_t j = 0; j < n; j++) {
+        float a = sc[j];
         if (kept == R && !(a > top[R - 1]))
             continue;
         int64_t i = kept < R ? kept++ : R - 1; /* insertion: shift the smaller ones down */
@@ -210,7 +220,6 @@ static int rank_row(const row_view *r, const float *v, const sab_plan *p, int64_
         top[i] = a;
         idx[i] = j;
     }
-    return nan;
 }
 
 /* Write m (B × H) into slot j with its key κ = W_m m (w_m_t = W_mᵀ, H × K) and the key's aux. */
@@ -250,12 +259,16 @@ static int write_backward(const sab_plan *p, const float *w_m, int64_t j, float 
 /* One step, forward: a read of the first n slots, h (B × H) = ĥ + s and out (B × 2H) = [h; s]. Unless uniform
  * (R = 0; then state and idx are unused), each row's state (STATE_SIZE floats) and the winners' slots idx (R).
  * Then, if j >= 0, the write of h into slot j with its key W_m h. */
-void sab_step_forward(const sab_plan *p, const float *h_hat, int64_t n, int64_t R, int64_t j, float *h_new,
-                      float *out, float *state, int64_t *idx) {
+int sab_step_forward(const sab_plan *p, const float *h_hat, int64_t n, int64_t R, int64_t j, float *h_new,
+                     float *out, float *state, int64_t *idx) {
     int64_t H = p->hidden, K = p->key_size, D = H + K, S = STATE_SIZE(H, K, R);
-    if (R)
+    float a[K], *sc = NULL;
+    if (R) {
+        sc = malloc(sizeof(float) * n);
+        if (!sc)
+            return -1;
         linear(h_hat, p->w_q_t, p->b_q, state + H, S, p->batch, H, K);
-    float a[K];
+    }
     for (int64_t b = 0; b < p->batch; b++) {
         const float *slots = p->data + b * p->capacity * D, *hb = h_hat + b * H;
         float *ob = out + b * 2 * H, *s = ob + H;
@@ -276,7 +289,8 @@ void sab_step_forward(const sab_plan *p, const float *h_hat, int64_t n, int64_t 
             int64_t *ib = idx + b * R;
             memcpy(sb, hb, sizeof(float) * H);
             row_view r = {slots, p->aux + b * p->capacity * (K + 1), q, a, query_exponentials(q, a, K)};
-            int nan = rank_row(&r, p->v, p, n, R, wb, ib);
+            int nan = score_row(&r, p->v, p, n, sc);
+            rank_row(sc, n, R, wb, ib);
             float tau = wb[R - 1] + p->shift, sum = 0.0f;
             for (int64_t i = 0; i < R; i++) {
                 float x = wb[i] - tau;
@@ -300,8 +314,10 @@ void sab_step_forward(const sab_plan *p, const float *h_hat, int64_t n, int64_t 
         for (int64_t h = 0; h < H; h++)
             nb[h] = ob[h] = hb[h] + s[h];
     }
+    free(sc);
     if (j >= 0)
         write_slot(p, h_new, p->w_m_t, j);
+    return 0;
 }
 
 /* One step, backward, from g_out (rows of stride out_stride, 2H used) and g_h (stride h_stride, the gradient of

@@ -37,7 +37,7 @@ class Plan(ctypes.Structure):
 
 _PLAN = ctypes.POINTER(Plan)
 _SIGNATURES = {
-    "sab_step_forward": ([_PLAN, _P, _N, _N, _N, _P, _P, _P, _P], None),
+    "sab_step_forward": ([_PLAN, _P, _N, _N, _N, _P, _P, _P, _P], ctypes.c_int),
     "sab_step_backward": ([_PLAN, _P, _P, _N, _N, _N, _P, _N, _P, _N, _P], ctypes.c_int),
     "sab_write": ([_PLAN, _P, _P, _N], ctypes.c_int),
     "sab_write_backward": ([_PLAN, _P, _N, _P, _P], ctypes.c_int),

@@ -197,9 +197,11 @@ class AttentionStep(torch.autograd.Function):
                 idx = torch.empty(B, rank, dtype=torch.int64)
             if write:
                 j = store.next_slot()
-            lib.sab_step_forward(
-                store.native, h_hat.data_ptr(), n, rank, j, h.data_ptr(), out.data_ptr(),
-                None if state is None else state.data_ptr(), None if idx is None else idx.data_ptr(),
+            kernel.check(
+                lib.sab_step_forward(
+                    store.native, h_hat.data_ptr(), n, rank, j, h.data_ptr(), out.data_ptr(),
+                    None if state is None else state.data_ptr(), None if idx is None else idx.data_ptr(),
+                )
             )  # fmt: skip
         else:
             lib, ctx.version = None, plan.version()
