@@ -73,7 +73,7 @@ def assert_same(fast: AttentiveLSTM, slow: AttentiveLSTM, x: torch.Tensor, rule:
 @pytest.mark.parametrize(("rule", "rule_options"), [("bptt", {}), ("tbptt", {"k_trunc": 3})])
 def test_kernel_equals_the_pytorch_path(options, rule, rule_options):
     torch.manual_seed(1)
-    x = torch.randn(5, 40, N_IN)  # 5 rows: not a multiple of the kernel's 4-row blocks; 41 slots: the memory grows
+    x = torch.randn(5, 40, N_IN)  # 5 rows: not a multiple of the kernel's 4-row blocks; 41 slots
     assert_same(*pair(**options), x, rule, **rule_options)
 
 
@@ -143,3 +143,64 @@ def test_a_machine_with_a_compiler_builds_the_kernel():
     if native._compiler() is None or not native.enabled():
         pytest.skip("no C compiler, or kernels disabled")
     assert kernel.library() is not None, native.status().get("sab")
+
+
+def stepped(model: AttentiveLSTM, x: torch.Tensor) -> torch.Tensor:
+    """The outputs of ``x`` fed one step at a time (the memory's length unknown in advance)."""
+    model.reset_state(x.shape[0])
+    return torch.stack([model.step(x[:, t]) for t in range(x.shape[1])], 1)
+
+
+def scorer_grads(model: AttentiveLSTM) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in model.scorer.parameters()]
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_a_memory_grown_step_by_step_equals_one_allocated_at_once(backend):
+    """forward() allocates all 1 + T/k_att slots; step() starts with 16 and doubles (41 slots: twice): the same
+    outputs and gradients."""
+    torch.manual_seed(4)
+    model = AttentiveLSTM(N_IN, 6, 4, k_top=3, k_att=1, backend=backend)
+    x = torch.randn(3, 40, N_IN)
+    whole = model(x)
+    assert model.bank.capacity == 41
+    whole.pow(2).mean().backward()
+    reference = scorer_grads(model)
+    model.zero_grad()
+    steps = stepped(model, x)
+    assert model.bank.capacity == 64
+    torch.testing.assert_close(steps, whole, rtol=1e-6, atol=1e-7)  # the readout runs per step: rounding only
+    steps.pow(2).mean().backward()
+    for grad, expected in zip(scorer_grads(model), reference, strict=True):
+        torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_scorer_gradients_reach_autograd_grad_and_survive_a_reset_without_grad(backend):
+    """The steps hand the scorer's gradients to one node per sequence (ParamGrads): torch.autograd.grad finds it,
+    and a sequence started under no_grad still orders it after every step."""
+    torch.manual_seed(5)
+    model = AttentiveLSTM(N_IN, 6, 4, k_top=2, k_att=2, backend=backend)
+    x = torch.randn(3, 20, N_IN)
+    model(x).pow(2).mean().backward()
+    expected = scorer_grads(model)
+    params = list(model.scorer.parameters())
+    torch.testing.assert_close(list(torch.autograd.grad(model(x).pow(2).mean(), params)), expected)
+    with torch.no_grad():
+        model.reset_state(x.shape[0])
+    model.zero_grad()
+    torch.stack([model.step(x[:, t]) for t in range(x.shape[1])], 1).pow(2).mean().backward()
+    for grad, want in zip(scorer_grads(model), expected, strict=True):
+        torch.testing.assert_close(grad, want)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_a_scorer_weight_changed_before_the_backward_raises(backend):
+    """The step keeps no copy of the scorer's weights: changing one in place between forward and backward must
+    fail loudly, as PyTorch's own operations do, not give a gradient of other weights."""
+    model = AttentiveLSTM(N_IN, 6, 4, k_top=2, k_att=1, backend=backend)
+    loss = model(torch.randn(2, 10, N_IN)).sum()
+    with torch.no_grad():
+        model.scorer.query_proj.weight.mul_(0.5)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        loss.backward()
