@@ -17,12 +17,14 @@
  *   ū_j = ā_j v ⊙ (1 - t_j²), q̄ = Σ_j ū_j, v̄ = Σ_j ā_j t_j, and into the slots' gradient buffer
  *   ∂L/∂m_j += w_j g, ∂L/∂κ_j += ū_j, where t_j = tanh(q + κ_j) is recomputed from the memory (which the
  *   model never overwrites), so the forward saves no per-winner tensor; then ∂L/∂ĥ = ∂L/∂h + ∂L/∂out[:H] +
- *   W_qᵀ q̄, ∂L/∂W_q = q̄ ĥᵀ and ∂L/∂b_q = q̄, summed over the rows.
+ *   W_qᵀ q̄, ∂L/∂W_q = q̄ ĥᵀ and ∂L/∂b_q = q̄, summed over the rows. The parameters' gradients are accumulated over
+ *   the steps into the plan's buffer (bioplaus.nets.sab_read.ParamGrads hands the sums on once per backward).
  *
  * A write copies m (H) into slot j with its key κ = W_m m; its backward hands the slot's accumulated gradient
  * (ḡm, ḡκ) on: ∂L/∂m = ḡm + W_mᵀ ḡκ, ∂L/∂W_m = Σ_rows ḡκ mᵀ, and clears the slot's gradient.
  *
- * A NaN score (a diverged model) makes the row's output and weights NaN, as on the PyTorch path. Rows are
+ * Every function takes the sequence's sab_plan (buffers, weights and their transposes, sizes), so a step's call
+ * passes only its own tensors. A NaN score (a diverged model) makes the row's output and weights NaN, as on the PyTorch path. Rows are
  * independent; loops over K and H vectorise (compiled with -fopenmp-simd, no -ffast-math), and the products
  * with W_q and W_m use GCC/Clang vector types so that four independent accumulators hide the FMA latency.
  */

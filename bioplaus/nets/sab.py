@@ -45,7 +45,8 @@ save all of it). The attention graph thus grows as ``O(T · k_top)``, not ``O(T�
 at quadratic memory (kept as the test oracle). With the MLP scorer the whole step (query,
 ranking, top-k, sparsifier, weighted sum, ``h = ĥ + s`` and, at write steps, the write of ``h``
 with its key) is one autograd node with a hand-written backward
-(:class:`~bioplaus.nets.sab_read.AttentionStep`) over a C kernel (:mod:`bioplaus.native.sab`;
+(:class:`~bioplaus.nets.sab_read.AttentionStep`; the scorer's parameters enter the graph once per
+sequence, :class:`~bioplaus.nets.sab_read.ParamGrads`) over a C kernel (:mod:`bioplaus.native.sab`;
 PyTorch operations where it cannot run, or with ``backend="torch"``); the official scorer, and
 scorer layers that a rule configured, run the same steps as ordinary autograd operations. The
 memory is a :class:`~bioplaus.nets.sab_memory.MemoryBank`:

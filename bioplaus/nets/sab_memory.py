@@ -20,7 +20,9 @@ carries no value: its gradient is zero). A read of slot ``j`` at step ``t`` hold
 the latest write ``J ≥ j`` before ``t``; write ``j`` waits for write ``j + 1``, which waits for
 ``j + 2``, and so on up to ``J``, which waits for the read, so no contribution comes late. Each
 node runs once per backward, as in one backward through the concatenated memory, but each
-step's work is ``O(k_top)`` slots (sparse read) instead of ``O(slots)``.
+step's work is ``O(k_top)`` slots (sparse read) instead of ``O(slots)``. The chain starts at
+:meth:`MemoryBank.start`'s link (the fused step's :class:`~bioplaus.nets.sab_read.ParamGrads`),
+whose backward therefore runs after every read's and write's.
 
 **Deferred credit** (streaming backward, :class:`~bioplaus.core.recurrent.StoredStates`):
 without the token chain, segment backwards stop at the reads, which accumulate into
