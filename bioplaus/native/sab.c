@@ -24,9 +24,10 @@
  * (ḡm, ḡκ) on: ∂L/∂m = ḡm + W_mᵀ ḡκ, ∂L/∂W_m = Σ_rows ḡκ mᵀ, and clears the slot's gradient.
  *
  * Every function takes the sequence's sab_plan (buffers, weights and their transposes, sizes), so a step's call
- * passes only its own tensors. A NaN score (a diverged model) makes the row's output and weights NaN, as on the PyTorch path. Rows are
- * independent; loops over K and H vectorise (compiled with -fopenmp-simd, no -ffast-math), and the products
- * with W_q and W_m use GCC/Clang vector types so that four independent accumulators hide the FMA latency.
+ * passes only its own tensors. A NaN score (a diverged model) makes the row's output and weights NaN, as on the
+ * PyTorch path. Rows are independent; loops over K and H vectorise (compiled with -fopenmp-simd, no -ffast-math),
+ * and the products with W_q and W_m use GCC/Clang vector types so that four independent accumulators hide the FMA
+ * latency.
  */
 #include <stdlib.h>
 

@@ -145,7 +145,10 @@ class ParamGrads(torch.autograd.Function):
     The memory's first token (:meth:`~bioplaus.nets.sab_memory.MemoryBank.start`): every step of
     the sequence holds it or a later token, so this backward runs after all of theirs and hands the
     gradients they accumulated in ``plan.grads`` (:meth:`ReadPlan.take_grads`) to the parameters.
-    A streaming backward reaches it once per segment and hands on that segment's share.
+    A streaming backward reaches it once per segment and hands on that segment's share. A
+    ``torch.autograd.grad`` that asks for other inputs only runs the steps, not this node: their
+    shares stay in the buffer and reach the parameters with the sequence's next backward (as the
+    memory's slot gradients do); start a new sequence in between.
     """
 
     @staticmethod
