@@ -181,9 +181,10 @@ class AttentionStep(torch.autograd.Function):
     instead of a read and a write.
 
     The C kernel runs where the plan has one and ``ĥ`` is contiguous, of the memory's dtype;
-    otherwise the PyTorch path. The step keeps the read's ``state = [ĥ, q, w, Z]``
-    ``(B, H + K + R + 1)`` and the winners' slots ``idx`` ``(B, R)`` (a uniform read keeps neither),
-    and, on the PyTorch path, the state it wrote. Modifying a scorer parameter in place between the
+    otherwise the PyTorch path. The step saves (``save_for_backward``, so saved-tensor hooks such as
+    :class:`~bioplaus.analysis.graph_memory.SavedTensorMeter` count them) the read's
+    ``state = [ĥ, q, w, Z]`` ``(B, H + K + R + 1)`` and the winners' slots ``idx`` ``(B, R)`` (a uniform
+    read saves neither), and, on the PyTorch path, the state it wrote. Modifying a scorer parameter in place between the
     forward and the backward raises, as it does for PyTorch's own operations.
     """
 
@@ -211,14 +212,16 @@ class AttentionStep(torch.autograd.Function):
             h, out, state, idx = _forward(store, h_hat, *plan.params[:3], n, rank, plan.shift, plan.eps)
             if write:
                 j = store.append_projected(h, plan.params[3])
-                ctx.save_for_backward(h)
         store.last_read = (state, idx, n)
-        ctx.plan, ctx.lib, ctx.n, ctx.rank, ctx.j, ctx.state, ctx.idx = plan, lib, n, rank, j, state, idx
+        # saved (not ctx attributes) so that saved-tensor hooks, and the memory meters built on them, see them
+        ctx.save_for_backward(state, idx, h if write and lib is None else None)
+        ctx.plan, ctx.lib, ctx.n, ctx.rank, ctx.j = plan, lib, n, rank, j
         return h, out, h.new_zeros(()) if write else None
 
     @staticmethod
     def backward(ctx, g_h, g_out, _g_token):  # type: ignore[override]
-        plan, rank, j, state, idx = ctx.plan, ctx.rank, ctx.j, ctx.state, ctx.idx
+        plan, rank, j = ctx.plan, ctx.rank, ctx.j
+        state, idx, written = ctx.saved_tensors
         store = plan.store
         if plan.version() != ctx.version:
             raise RuntimeError(
@@ -250,7 +253,6 @@ class AttentionStep(torch.autograd.Function):
         K, H = plan.sizes
         g_params = plan.grads
         if j >= 0:
-            (written,) = ctx.saved_tensors
             g_written, g_w_m = store.take_projected_grad(j, written, plan.params[3])
             if g_written is not None:
                 g_h = g_h + g_written
