@@ -4,7 +4,9 @@ One iteration is what the runner does per update on delayed recall of delay T: d
 run the model, let the rule write the gradients, clip, step Adam. Times are medians of
 interleaved rounds (every method once per round, so load drift hits all alike); memory is the
 peak of the bytes autograd keeps saved for backward (``SavedTensorMeter``, parameters
-excluded). Ratios are against LSTM + full BPTT measured in the same run: for time, the median of
+excluded) plus, for the attention models, the bytes of the memory's buffers (slots, key
+exponentials, slot gradients; ``memory_bytes``), which the backward reads but autograd does not
+save; both are also printed apart. Ratios are against LSTM + full BPTT measured in the same run: for time, the median of
 the ratios within each round.
 
     OMP_NUM_THREADS=1 python experiments/bench_sab.py                       # T = 100, 300, 1000, 2000
@@ -53,20 +55,21 @@ def iteration(
 
 def bench(
     T: int, batch: int, hidden: int, rounds: int, clock: Callable[[], float] = time.perf_counter
-) -> list[tuple[str, float, float, float]]:
-    """(label, seconds per iteration, ratio to the first method, peak saved MiB) of every method that runs at
-    ``T``, timed by ``clock``. The ratio is the median over rounds of the ratio within each round, so that a
-    slow spell of the machine, which stretches every method of a round alike, cancels out."""
+) -> list[tuple[str, float, float, float, float]]:
+    """(label, seconds per iteration, ratio to the first method, peak saved MiB, memory buffer MiB) of every
+    method that runs at ``T``, timed by ``clock``. The ratio is the median over rounds of the ratio within each
+    round, so that a slow spell of the machine, which stretches every method of a round alike, cancels out."""
     runs = {
         label: iteration(T, batch, hidden, model, mopts, rule, ropts)
         for label, model, mopts, rule, ropts, longest in METHODS
         if T <= longest
     }
-    peaks = {}
+    peaks, buffers = {}, {}
     for label, (step, model) in runs.items():
         with SavedTensorMeter(exclude=model.parameters()) as meter:
             step()
         peaks[label] = meter.peak / 2**20
+        buffers[label] = getattr(model, "memory_bytes", 0) / 2**20  # still allocated after the iteration
     times: dict[str, list[float]] = {label: [] for label in runs}
     for _ in range(rounds):
         for label, (step, _) in runs.items():
@@ -80,6 +83,7 @@ def bench(
             statistics.median(times[label]),
             statistics.median(t / r for t, r in zip(times[label], reference, strict=True)),
             peaks[label],
+            buffers[label],
         )
         for label in runs
     ]
@@ -103,12 +107,19 @@ def main() -> None:
         f"delayed recall, batch {args.batch}, H {args.hidden}, k_top 5, Adam; torch threads {torch.get_num_threads()}; "
         f"{'thread CPU' if args.cpu_time else 'wall'} time"
     )
-    print(f"{'T':>5}  {'method':<36} {'s/iter':>8} {'× BPTT':>7} {'peak MiB':>9} {'× BPTT':>7}")
+    print(
+        f"{'T':>5}  {'method':<36} {'s/iter':>8} {'× BPTT':>7} {'saved MiB':>10} {'memory MiB':>11} {'peak MiB':>9} "
+        f"{'× BPTT':>7}"
+    )
     for T in args.lengths:
         rows = bench(T, args.batch, args.hidden, args.rounds if T <= 300 else max(1, args.rounds // 3), clock)
-        ref_mem = rows[0][3]
-        for label, seconds, ratio, mib in rows:
-            print(f"{T:>5}  {label:<36} {seconds:>8.3f} {ratio:>7.2f} {mib:>9.1f} {mib / ref_mem:>7.2f}")
+        ref_mem = rows[0][3] + rows[0][4]
+        for label, seconds, ratio, saved, memory in rows:
+            total = saved + memory
+            print(
+                f"{T:>5}  {label:<36} {seconds:>8.3f} {ratio:>7.2f} {saved:>10.1f} {memory:>11.1f} {total:>9.1f} "
+                f"{total / ref_mem:>7.2f}"
+            )
         print(flush=True)
 
 

@@ -198,6 +198,28 @@ def _saved_bytes(model: torch.nn.Module, rule_name: str, T: int, **options) -> i
     return meter.peak
 
 
+def test_a_known_length_sizes_the_memory_once():
+    """reset_state(batch, length) allocates the 1 + ⌊T/k_att⌋ slots at once (forward() and the online runner pass
+    it); stepping past the length still grows the memory; a bad length is a ConfigError."""
+    model, x = sab(k_att=3), torch.randn(2, 20, N_IN)
+    model.reset_state(2, length=20)
+    assert model.bank.capacity == 7
+    stepped = torch.stack([model.step(x[:, t]) for t in range(20)], 1)
+    assert model.bank.capacity == 7 and model.memory_slots == 7
+    torch.testing.assert_close(stepped, model(x))
+    buffers = [t for t in (model.bank.store.data, model.bank.store.aux, model.bank.store.grad) if t is not None]
+    assert model.memory_bytes == sum(t.numel() * t.element_size() for t in buffers)
+    model.reset_state(2, length=4)
+    for t in range(20):
+        model.step(x[:, t])
+    assert model.memory_slots == 7 and model.bank.capacity >= 7
+    _saved_bytes(model, "tbptt_stream", 30, k_trunc=5)  # the online runner knows T
+    assert model.bank.capacity == 1 + 30 // 3
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ConfigError, match="length"):
+            model.reset_state(2, length=bad)
+
+
 def test_retained_graph_grows_linearly_with_gather_quadratically_without():
     sizes = {g: [_saved_bytes(sab(hidden=8, k_att=1, gather=g), "tbptt", T) for T in (30, 60, 120)] for g in (1, 0)}
     gather, dense = sizes[1], sizes[0]

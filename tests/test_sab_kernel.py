@@ -204,3 +204,21 @@ def test_a_scorer_weight_changed_before_the_backward_raises(backend):
         model.scorer.query_proj.weight.mul_(0.5)
     with pytest.raises(RuntimeError, match="modified in place"):
         loss.backward()
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_what_a_step_keeps_for_its_backward_is_seen_by_saved_tensor_hooks(backend):
+    """The step's state and winners go through save_for_backward, so memory meters (saved-tensor hooks) count them."""
+    model = AttentiveLSTM(N_IN, 6, 4, k_top=2, k_att=1, backend=backend)
+    seen = set()
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        seen.add(tensor.untyped_storage().data_ptr())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = model(torch.randn(2, 8, N_IN))
+    state, idx, _ = model.bank.store.last_read
+    assert state is not None and idx is not None
+    assert {state.untyped_storage().data_ptr(), idx.untyped_storage().data_ptr()} <= seen
+    out.sum().backward()

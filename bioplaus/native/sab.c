@@ -106,13 +106,14 @@ static void transpose(const float *src, int64_t ss, float *dst, int64_t rows, in
             dst[c * rows + r] = src[r * ss + c];
 }
 
-/* y_b = W x_b + bias (bias may be NULL) for `rows` rows x_b of length I, from wt = Wᵀ (I × O); y rows of stride ys. */
-static void linear(const float *x, const float *wt, const float *bias, float *y, int64_t ys, int64_t rows, int64_t I,
-                   int64_t O) {
+/* y_b = W x_b + bias (bias may be NULL) for `rows` rows x_b of length I (row stride xs), from wt = Wᵀ (I × O);
+ * y rows of stride ys. */
+static void linear(const float *x, int64_t xs, const float *wt, const float *bias, float *y, int64_t ys, int64_t rows,
+                   int64_t I, int64_t O) {
     for (int64_t r = 0; r < rows; r++)
         for (int64_t o = 0; o < O; o++)
             y[r * ys + o] = bias ? bias[o] : 0.0f;
-    matmul_add(x, I, wt, O, y, ys, rows, I, O);
+    matmul_add(x, xs, wt, O, y, ys, rows, I, O);
 }
 
 /* The fast score uses tanh(q + κ) = 1 - 2 / (1 + e^{2q} e^{2κ}), with e^{2κ} kept per slot (aux, from the write)
@@ -208,7 +209,7 @@ static int score_row(const row_view *r, const float *v, const sab_plan *p, int64
 }
 
 /* The R best of the n scores sc, sorted in decreasing order into (top, idx); earlier slots win ties. */
-static void rank_row(const float *sc, int64_t n, int64_t R, float *top, int64_t *idx) {
+static void rank_row(const float *sc, int64_t n, int64_t R, float *top, int32_t *idx) {
     int64_t kept = 0;
     for (int64_t j = 0; j < n; j++) {
         float a = sc[j];
@@ -221,14 +222,14 @@ static void rank_row(const float *sc, int64_t n, int64_t R, float *top, int64_t 
             i--;
         }
         top[i] = a;
-        idx[i] = j;
+        idx[i] = (int32_t)j;
     }
 }
 
 /* Write m (B × H) into slot j with its key κ = W_m m (w_m_t = W_mᵀ, H × K) and the key's aux. */
 static void write_slot(const sab_plan *p, const float *m, const float *w_m_t, int64_t j) {
     int64_t B = p->batch, H = p->hidden, K = p->key_size, D = H + K, stride = p->capacity * D;
-    linear(m, w_m_t, NULL, p->data + j * D + H, stride, B, H, K);
+    linear(m, H, w_m_t, NULL, p->data + j * D + H, stride, B, H, K);
     for (int64_t b = 0; b < B; b++) {
         memcpy(p->data + b * stride + j * D, m + b * H, sizeof(float) * H);
         key_exponentials(p->data + b * stride + j * D + H, p->aux + (b * p->capacity + j) * (K + 1), K);
@@ -256,21 +257,23 @@ static int write_backward(const sab_plan *p, const float *w_m, int64_t j, float 
     return 0;
 }
 
-/* Each row's saved state: ĥ (H), q = W_q ĥ + b_q (K), the winners' weights w (R), the normaliser Z. */
-#define STATE_SIZE(H, K, R) ((H) + (K) + (R) + 1)
+/* Each row's saved state: ĥ (H), the winners' weights w (R), the normaliser Z. The query q = W_q ĥ + b_q is not
+ * saved: the backward recomputes it (B·K·H multiply-adds, a tenth of the step's), which halves what a step keeps. */
+#define STATE_SIZE(H, R) ((H) + (R) + 1)
 
 /* One step, forward: a read of the first n slots, h (B × H) = ĥ + s and out (B × 2H) = [h; s]. Unless uniform
- * (R = 0; then state and idx are unused), each row's state (STATE_SIZE floats) and the winners' slots idx (R).
+ * (R = 0; then state and idx are unused), each row's state (STATE_SIZE floats) and the winners' slots idx (R, int32).
  * Then, if j >= 0, the write of h into slot j with its key W_m h. */
 int sab_step_forward(const sab_plan *p, const float *h_hat, int64_t n, int64_t R, int64_t j, float *h_new,
-                     float *out, float *state, int64_t *idx) {
-    int64_t H = p->hidden, K = p->key_size, D = H + K, S = STATE_SIZE(H, K, R);
-    float a[K], *sc = NULL;
+                     float *out, float *state, int32_t *idx) {
+    int64_t H = p->hidden, K = p->key_size, D = H + K, S = STATE_SIZE(H, R);
+    float a[K], *sc = NULL, *queries = NULL;
     if (R) {
-        sc = malloc(sizeof(float) * n);
+        sc = malloc(sizeof(float) * (n + p->batch * K)); /* the scores of a row, then q (B × K) */
         if (!sc)
             return -1;
-        linear(h_hat, p->w_q_t, p->b_q, state + H, S, p->batch, H, K);
+        queries = sc + n;
+        linear(h_hat, H, p->w_q_t, p->b_q, queries, K, p->batch, H, K);
     }
     for (int64_t b = 0; b < p->batch; b++) {
         const float *slots = p->data + b * p->capacity * D, *hb = h_hat + b * H;
@@ -288,8 +291,8 @@ int sab_step_forward(const sab_plan *p, const float *h_hat, int64_t n, int64_t R
             for (int64_t h = 0; h < H; h++)
                 s[h] /= (float)n;
         } else {
-            float *sb = state + b * S, *q = sb + H, *wb = q + K;
-            int64_t *ib = idx + b * R;
+            float *sb = state + b * S, *wb = sb + H, *q = queries + b * K;
+            int32_t *ib = idx + b * R;
             memcpy(sb, hb, sizeof(float) * H);
             row_view r = {slots, p->aux + b * p->capacity * (K + 1), q, a, query_exponentials(q, a, K)};
             int nan = score_row(&r, p->v, p, n, sc);
@@ -327,9 +330,9 @@ int sab_step_forward(const sab_plan *p, const float *h_hat, int64_t n, int64_t R
  * the separate output h). If j >= 0 the step wrote h into slot j: the slot's accumulated gradient is added to
  * ∂L/∂h first (write_backward, accumulating ∂L/∂W_m). Writes g_h_hat (B × H); unless uniform, accumulates
  * ∂L/∂W_q, ∂L/∂b_q and ∂L/∂v into g_params; adds into g_data. Returns 0, or -1 if out of memory. */
-int sab_step_backward(const sab_plan *p, const float *state, const int64_t *idx, int64_t n, int64_t R, int64_t j,
+int sab_step_backward(const sab_plan *p, const float *state, const int32_t *idx, int64_t n, int64_t R, int64_t j,
                       const float *g_out, int64_t out_stride, const float *g_h, int64_t h_stride, float *g_h_hat) {
-    int64_t B = p->batch, H = p->hidden, K = p->key_size, D = H + K, S = STATE_SIZE(H, K, R);
+    int64_t B = p->batch, H = p->hidden, K = p->key_size, D = H + K, S = STATE_SIZE(H, R);
     const float *v = p->v;
     if (j >= 0) {
         if (write_backward(p, p->w_m, j, g_h_hat, p->g_params + K * H + 2 * K))
@@ -337,11 +340,13 @@ int sab_step_backward(const sab_plan *p, const float *state, const int64_t *idx,
     } else {
         memset(g_h_hat, 0, sizeof(float) * B * H);
     }
-    float *g_q = NULL, g_a[R + 1], a[K];
+    float *g_q = NULL, *queries = NULL, g_a[R + 1], a[K];
     if (R) {
-        g_q = calloc((size_t)(B * K + K * B), sizeof(float)); /* q̄ (B × K), then its transpose */
+        g_q = calloc((size_t)(3 * B * K), sizeof(float)); /* q̄ (B × K), its transpose, then q */
         if (!g_q)
             return -1;
+        queries = g_q + 2 * B * K;
+        linear(state, S, p->w_q_t, p->b_q, queries, K, B, H, K);
     }
     float *g_b_q = p->g_params + K * H, *g_v = g_b_q + K;
     for (int64_t b = 0; b < B; b++) {
@@ -366,8 +371,8 @@ int sab_step_backward(const sab_plan *p, const float *state, const int64_t *idx,
             memcpy(gh, base, sizeof base);
             continue;
         }
-        const float *q = state + b * S + H, *wb = q + K;
-        const int64_t *ib = idx + b * R;
+        const float *q = queries + b * K, *wb = state + b * S + H;
+        const int32_t *ib = idx + b * R;
         float total = wb[R], weighted = 0.0f;
         for (int64_t i = 0; i < R; i++) { /* ∂L/∂m_i += w_i g; ḡw_i = g·m_i */
             const float *m = slots + ib[i] * D;

@@ -45,9 +45,9 @@ _SIGNATURES = {
 }
 
 
-def state_size(hidden: int, key_size: int, rank: int) -> int:
-    """Floats a read saves per row: ``[ĥ (H); q (K); w (R); Z]``."""
-    return hidden + key_size + rank + 1
+def state_size(hidden: int, rank: int) -> int:
+    """Floats a read saves per row: ``[ĥ (H); w (R); Z]`` (the query is recomputed in the backward)."""
+    return hidden + rank + 1
 
 
 def library() -> ctypes.CDLL | None:

@@ -43,14 +43,20 @@ class SequenceNet(nn.Module):
     _transient: tuple[str, ...] = ("state",)
     """Attributes holding per-sequence tensors (with graphs), dropped when the model is copied or pickled."""
 
-    def reset_state(self, batch_size: int) -> None:
-        """Start a new sequence: zero state, step counter at 0."""
+    def reset_state(self, batch_size: int, length: int | None = None) -> None:
+        """Start a new sequence: zero state, step counter at 0.
+
+        ``length``: the steps the sequence will run, when known, so that a model with per-sequence
+        buffers (SAB's memory) allocates them once, at their final size; stepping further still works.
+        """
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 0):
+            raise ConfigError(f"length must be a non-negative integer or None, got {length!r}")
         self.t = 0
         self.state = self.lstm.initial_state(batch_size)
-        self._reset_core(batch_size)
+        self._reset_core(batch_size, length)
 
-    def _reset_core(self, batch_size: int) -> None:
-        """Reset what the subclass carries besides the LSTM state."""
+    def _reset_core(self, batch_size: int, length: int | None) -> None:
+        """Reset what the subclass carries besides the LSTM state (``length`` as in :meth:`reset_state`)."""
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Advance the core by one step; return the readout's input for this step."""
@@ -73,7 +79,7 @@ class SequenceNet(nn.Module):
             raise ShapeError(
                 f"{type(self).__name__} expects sequences of shape (batch, T, {self.n_in}), got {tuple(x.shape)}"
             )
-        self.reset_state(x.shape[0])
+        self.reset_state(x.shape[0], x.shape[1])
         return self.readout(torch.stack([self._advance(x[:, t]) for t in range(x.shape[1])], 1))
 
     def __getstate__(self) -> dict:

@@ -273,27 +273,22 @@ class AttentiveLSTM(SequenceNet, StoredStates):
         self._rank = k_top + THRESHOLDS[self.threshold][0]
         """Winners a sparse read keeps (the threshold's included)."""
         self._log: list[torch.Tensor] | None = None
-        self._length: int | None = None
-        """Length of the sequence :meth:`forward` runs (the memory is allocated for all its slots at once)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """A whole sequence from the zero state, ``(batch, T, n_in)`` → ``(batch, T, n_out)``, with the memory's
-        ``1 + ⌊T/k_att⌋`` slots allocated at the start."""
-        self._length = x.shape[1] if x.dim() == 3 else None
-        try:
-            return super().forward(x)
-        finally:
-            self._length = None
 
     @property
     def memory_slots(self) -> int:
         """Memories stored so far in this sequence (``1 + ⌊t/k_att⌋`` after ``t`` steps)."""
         return 0 if self.bank is None else self.bank.n
 
-    def _reset_core(self, batch_size: int) -> None:
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of this sequence's memory buffers (slots, key exponentials, slot gradients): memory the backward
+        needs that autograd's saved tensors do not include (:class:`~bioplaus.nets.sab_memory.SlotStore`)."""
+        return 0 if self.bank is None else self.bank.store.nbytes
+
+    def _reset_core(self, batch_size: int, length: int | None) -> None:
+        # a known length allocates the memory's 1 + ⌊T/k_att⌋ slots at once (else 16, doubled when full)
         h0 = self.state[0]
         backend = "torch" if self.backend == "torch" else "auto"
-        length = self._length
         self.bank = MemoryBank(
             h0,
             batch_size,

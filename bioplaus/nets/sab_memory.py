@@ -99,6 +99,11 @@ class SlotStore:
     def capacity(self) -> int:
         return self.data.shape[1]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the buffers: slots, their ``aux`` and, once a backward allocated it, their gradient."""
+        return sum(t.numel() * t.element_size() for t in (self.data, self.aux, self.grad) if t is not None)
+
     def flat(self, idx: torch.Tensor) -> torch.Tensor:
         """Row-major positions of slots ``idx`` ``(batch, R)`` in the flattened buffers, ``(batch·R,)``."""
         return (idx + self._offsets).view(-1)

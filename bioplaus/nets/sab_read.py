@@ -31,8 +31,9 @@ both halves of ``∂L/∂out`` (``h`` is also an output, the next state):
     \bar W_q = \bar q\, \hat h^\top, \quad \bar b_q = \bar q
 
 (the threshold is not detached, as in the official code, so the score defining ``τ`` gets
-``−Σ ā``). The forward saves ``ĥ``, ``q``, the weights, the winners' slots and ``Z``, not the
-winners: their values and ``t_j`` are read again from the memory, which is never overwritten.
+``−Σ ā``). The forward saves ``ĥ``, the weights, the winners' slots and ``Z``, not the winners:
+their values and ``t_j`` are read again from the memory, which is never overwritten, and the query
+``q`` is recomputed from ``ĥ``.
 The memory gradient ``(m̄_j, κ̄_j)`` is added into the memory's gradient buffer at the winners'
 slots (:mod:`~bioplaus.nets.sab_memory`), never returned as a memory-shaped tensor. A step that
 also writes ``h`` into the memory first adds the gradient its slot gathered to ``h̄``
@@ -86,7 +87,7 @@ class ReadPlan:
         self.sizes = tuple(w_q.shape)
         """``(K, H)``."""
         K, H = self.sizes
-        self.state_base = kernel.state_size(H, K, 0)
+        self.state_base = kernel.state_size(H, 0)
         """Floats a read keeps per row besides its ``R`` weights (:func:`~bioplaus.native.sab.state_size`)."""
         self._tracked = tuple(p for p in params if p is not None)
         self.grads = store.data.new_zeros(2 * K * H + 2 * K)
@@ -183,7 +184,8 @@ class AttentionStep(torch.autograd.Function):
     The C kernel runs where the plan has one and ``ĥ`` is contiguous, of the memory's dtype;
     otherwise the PyTorch path. The step saves (``save_for_backward``, so saved-tensor hooks such as
     :class:`~bioplaus.analysis.graph_memory.SavedTensorMeter` count them) the read's
-    ``state = [ĥ, q, w, Z]`` ``(B, H + K + R + 1)`` and the winners' slots ``idx`` ``(B, R)`` (a uniform
+    ``state = [ĥ, w, Z]`` ``(B, H + R + 1)`` (the query ``q = W_q ĥ + b_q`` is recomputed, which halves
+    what a step keeps) and the winners' slots ``idx`` ``(B, R)`` (int32 from the kernel; a uniform
     read saves neither), and, on the PyTorch path, the state it wrote. Modifying a scorer parameter in place between the
     forward and the backward raises, as it does for PyTorch's own operations.
     """
@@ -198,7 +200,7 @@ class AttentionStep(torch.autograd.Function):
             h, out, state, idx = h_hat.new_empty(B, H), h_hat.new_empty(B, 2 * H), None, None
             if rank:
                 state = h_hat.new_empty(B, plan.state_base + rank)
-                idx = torch.empty(B, rank, dtype=torch.int64)
+                idx = torch.empty(B, rank, dtype=torch.int32)  # a memory never holds 2³¹ slots
             if write:
                 j = store.next_slot()
             kernel.check(
@@ -257,8 +259,8 @@ class AttentionStep(torch.autograd.Function):
             if g_written is not None:
                 g_h = g_h + g_written
                 g_params[K * H + 2 * K :].add_(g_w_m.view(-1))
-        g_h_hat = _backward(store, None if state is None else (state, idx, plan.params[0], plan.params[2]), ctx.n,
-                            g_out, g_h, g_params[: K * H + 2 * K])  # fmt: skip
+        g_h_hat = _backward(store, None if state is None else (state, idx, *plan.params[:3]), ctx.n, g_out, g_h,
+                            g_params[: K * H + 2 * K])  # fmt: skip
         return g_h_hat, None, None, None, None
 
 
@@ -269,7 +271,7 @@ def read_weights(store: SlotStore, batch: int) -> torch.Tensor:
     if idx is None:
         return store.data.new_full((batch, n), 1.0 / n)
     R = idx.shape[1]
-    return state.new_zeros(batch, n).scatter(1, idx, state[:, -R - 1 : -1])
+    return state.new_zeros(batch, n).scatter(1, idx.long(), state[:, -R - 1 : -1])
 
 
 def _forward(
@@ -292,7 +294,7 @@ def _forward(
         total = total.add_(eps) if eps else total.clamp_min_(TINY)
         w = r.div_(total)
         s = (w.unsqueeze(2) * _winners(store, idx)[..., :H]).sum(1)
-        state = torch.cat([h_hat, q, w, total], 1)
+        state = torch.cat([h_hat, w, total], 1)
     h = h_hat + s
     return h, torch.cat([h, s], 1), state, idx
 
@@ -305,7 +307,8 @@ def _winners(store: SlotStore, idx: torch.Tensor) -> torch.Tensor:
 
 def _backward(store: SlotStore, saved, n: int, g_out, g_h, g_params: torch.Tensor) -> torch.Tensor:
     """The PyTorch path of the kernel's backward: ``g_ĥ``; the slots' gradient is added into the store and
-    ``[∂L/∂W_q; ∂L/∂b_q; ∂L/∂v]`` into ``g_params``. ``saved = (state, idx, W_q, v)``, ``None`` for a uniform read."""
+    ``[∂L/∂W_q; ∂L/∂b_q; ∂L/∂v]`` into ``g_params``. ``saved = (state, idx, W_q, b_q, v)``, ``None`` for a uniform
+    read."""
     H = store.hidden
     g_h = g_out[:, :H] + g_h
     g = g_h + g_out[:, H:]  # ∂L/∂s
@@ -313,9 +316,10 @@ def _backward(store: SlotStore, saved, n: int, g_out, g_h, g_params: torch.Tenso
         store.grad_buffer()
         store.grad[:, :n, :H].add_(g.unsqueeze(1), alpha=1.0 / n)
         return g_h
-    state, idx, w_q, v = saved
+    state, idx, w_q, b_q, v = saved
     K, R = w_q.shape[0], idx.shape[1]
-    h_hat, q, w, total = state[:, :H], state[:, H : H + K], state[:, H + K : H + K + R], state[:, H + K + R :]
+    h_hat, w, total = state[:, :H], state[:, H : H + R], state[:, H + R :]
+    q = h_hat @ w_q.t() if b_q is None else torch.addmm(b_q, h_hat, w_q.t())
     winners = _winners(store, idx)
     g_w = torch.bmm(winners[..., :H], g.unsqueeze(2)).squeeze(2)
     g_r = (g_w - (w * g_w).sum(1, keepdim=True)).div_(total)

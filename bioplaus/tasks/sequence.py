@@ -31,6 +31,7 @@ finite-time maximal Lyapunov exponent of the model's state map along the batch's
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator, Sequence
 
@@ -188,7 +189,10 @@ class SequenceTask(Task):
                 "reset_state(batch_size) and step(x_t) (bioplaus.nets.SequenceNet models have them)"
             )
         length = x.shape[1]
-        model.reset_state(x.shape[0])
+        if "length" in inspect.signature(model.reset_state).parameters:  # sizes per-sequence buffers once
+            model.reset_state(x.shape[0], length=length)
+        else:
+            model.reset_state(x.shape[0])
         rule.reset(model)
         outputs = []
         for t in range(length):
