@@ -342,9 +342,10 @@ int sab_step_backward(const sab_plan *p, const float *state, const int32_t *idx,
     }
     float *g_q = NULL, *queries = NULL, g_a[R + 1], a[K];
     if (R) {
-        g_q = calloc((size_t)(3 * B * K), sizeof(float)); /* q̄ (B × K), its transpose, then q */
+        g_q = malloc(sizeof(float) * 3 * B * K); /* q̄ (B × K, accumulated: zeroed), its transpose, then q */
         if (!g_q)
             return -1;
+        memset(g_q, 0, sizeof(float) * B * K);
         queries = g_q + 2 * B * K;
         linear(state, S, p->w_q_t, p->b_q, queries, K, B, H, K);
     }
