@@ -10,7 +10,7 @@ import bioplaus
 from bioplaus import nets, rules, tasks
 from bioplaus.errors import ConfigError, DivergedError, ShapeError
 from bioplaus.nets import MLP
-from bioplaus.tasks.sequence import BLANK, MARKER, adding_batch, copy_batch
+from bioplaus.tasks.sequence import BLANK, MARKER, _takes_length, adding_batch, copy_batch
 
 TINY = {"batch_size": 4, "steps_per_epoch": 2, "n_test": 8}
 
@@ -143,3 +143,16 @@ def test_pixel_fashion_mnist_sequences():
     assert not torch.equal(flat, px[..., 0]) and np.allclose(np.sort(flat, 1), np.sort(px[..., 0], 1))
     with pytest.raises(ConfigError, match="must divide"):
         tasks.get("pixel-fashion-mnist", pixels_per_step=5, n_train=64, n_test=16)
+
+
+def test_the_online_runner_passes_the_length_only_to_models_that_take_it():
+    """SequenceNet.reset_state(batch, length) sizes buffers once; a custom model's reset_state(batch) still works."""
+
+    def plain(batch_size):
+        return batch_size
+
+    def sized(batch_size, length=None):
+        return batch_size, length
+
+    assert _takes_length(sized) and not _takes_length(plain)
+    assert not _takes_length(print)  # a builtin without a signature: the plain call

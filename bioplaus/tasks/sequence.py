@@ -88,6 +88,14 @@ def adding_batch(n: int, T: int, generator: torch.Generator) -> Batch:
     return torch.stack([values, markers], 2), target
 
 
+def _takes_length(reset_state: Callable) -> bool:
+    """Whether a model's ``reset_state`` accepts ``length=`` (:meth:`bioplaus.nets.lstm.SequenceNet.reset_state`)."""
+    try:
+        return "length" in inspect.signature(reset_state).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin, say): call it the plain way
+        return False
+
+
 class SequenceTask(Task):
     """Training loop, loss and metrics shared by sequence tasks; subclasses supply the data.
 
@@ -189,7 +197,7 @@ class SequenceTask(Task):
                 "reset_state(batch_size) and step(x_t) (bioplaus.nets.SequenceNet models have them)"
             )
         length = x.shape[1]
-        if "length" in inspect.signature(model.reset_state).parameters:  # sizes per-sequence buffers once
+        if _takes_length(model.reset_state):  # lets the model size per-sequence buffers once
             model.reset_state(x.shape[0], length=length)
         else:
             model.reset_state(x.shape[0])
