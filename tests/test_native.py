@@ -252,3 +252,30 @@ def test_a_machine_with_a_compiler_gets_the_kernel():
     if native._compiler() is None or not native.enabled():
         pytest.skip("no C compiler on this machine, or kernels disabled")
     assert native_bdett.library() is not None, native.status()
+
+
+def test_operators_without_a_cxx_compiler(monkeypatch, fresh_native):
+    """Without a C++ compiler an operator library is unavailable and the status says why (SAB's steps then take the
+    Python autograd node over the same C kernel)."""
+    monkeypatch.setattr(native, "_cxx_compiler", lambda: None)
+    assert native.load_op("no_such_operator", ("sab",)) is False
+    assert "no C and C++ compilers" in native.status()["no_such_operator"]
+    monkeypatch.setenv("BIOPLAUS_NATIVE", "0")
+    native.clear()
+    assert native.load_op("no_such_operator", ("sab",)) is False
+    assert "BIOPLAUS_NATIVE" in native.status()["no_such_operator"]
+
+
+def test_an_operator_that_does_not_build_is_reported(monkeypatch, fresh_native, tmp_path):
+    """A build that fails leaves the operator unavailable with the compiler's complaint, not an exception."""
+    if native._compiler() is None or native._cxx_compiler() is None:
+        pytest.skip("no C and C++ compilers")
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    (sources / "kernel.c").write_text("int kernel(void) { return 0; }\n")
+    (sources / "broken.cpp").write_text("this is not C++\n")
+    monkeypatch.setattr(native, "SOURCE_DIR", sources)
+    assert native.load_op("broken", ("kernel",)) is False
+    assert "failed" in native.status()["broken"] and "broken.cpp" in native.status()["broken"]
+    assert native.load_op("missing", ("kernel",)) is False  # no source at all
+    assert "unavailable" in native.status()["missing"]

@@ -1,8 +1,13 @@
-"""SAB's fused attention step: the C kernel equals the PyTorch path (outputs, every gradient, the map)."""
+"""SAB's fused attention step: the C kernel equals the PyTorch path (outputs, every gradient, the map).
+
+The kernel serves a step through one of two autograd nodes, both tested: the C++ operator
+(``bioplaus/native/sab_step.cpp``, where a C++ compiler builds it) and the Python ``AttentionStep``
+(``node="function"``: the operator switched off)."""
 
 from __future__ import annotations
 
 import copy
+import gc
 import math
 
 import pytest
@@ -16,6 +21,27 @@ from bioplaus.nets.sab import AttentiveLSTM
 
 N_IN = 3
 needs_kernel = pytest.mark.skipif(kernel.library() is None, reason="no C compiler: the kernel cannot be built")
+NODES = ["operator", "function"]
+"""How a kernel step enters the graph: the C++ operator, or the Python autograd.Function."""
+BACKENDS = ["auto", "function", "torch"]
+"""A model's backend, where ``"function"`` is ``"auto"`` with the C++ operator switched off."""
+
+
+@pytest.fixture(params=NODES)
+def node(request, monkeypatch) -> str:
+    """Run the test with either node; the operator's variant skips where it cannot be built."""
+    if request.param == "function":
+        monkeypatch.setattr(kernel, "operator", lambda: None)
+    elif kernel.library() is None or kernel.operator() is None:
+        pytest.skip(f"the C++ operator cannot be built here: {native.status().get('sab_step')}")
+    return request.param
+
+
+def model_for(backend: str, monkeypatch, *args, **options) -> AttentiveLSTM:
+    """An AttentiveLSTM on one of :data:`BACKENDS`."""
+    if backend == "function":
+        monkeypatch.setattr(kernel, "operator", lambda: None)
+    return AttentiveLSTM(*args, backend="auto" if backend == "function" else backend, **options)
 
 
 def pair(seed: int = 0, **options) -> tuple[AttentiveLSTM, AttentiveLSTM]:
@@ -48,7 +74,7 @@ def assert_same(fast: AttentiveLSTM, slow: AttentiveLSTM, x: torch.Tensor, rule:
     out_slow, grads_slow = run(slow, x, rule, **rule_options)
     out_exact, grads_exact = run(exact, x.double(), rule, **rule_options)
     assert fast._plan is not None and fast._plan.lib is not None, "the kernel did not serve the model"
-    assert slow._plan is not None and slow._plan.lib is None
+    assert slow._plan is not None and slow._plan.lib is None and slow._plan.op is None
     assert grads_fast.keys() == grads_slow.keys() == grads_exact.keys()
     pairs = [("output", out_fast, out_slow, out_exact)]
     pairs += [(name, grads_fast[name], grads_slow[name], grads_exact[name]) for name in grads_exact]
@@ -71,21 +97,23 @@ def assert_same(fast: AttentiveLSTM, slow: AttentiveLSTM, x: torch.Tensor, rule:
     ],
 )
 @pytest.mark.parametrize(("rule", "rule_options"), [("bptt", {}), ("tbptt", {"k_trunc": 3})])
-def test_kernel_equals_the_pytorch_path(options, rule, rule_options):
+def test_kernel_equals_the_pytorch_path(options, rule, rule_options, node):
     torch.manual_seed(1)
     x = torch.randn(5, 40, N_IN)  # 5 rows: not a multiple of the kernel's 4-row blocks; 41 slots
-    assert_same(*pair(**options), x, rule, **rule_options)
+    fast, slow = pair(**options)
+    assert_same(fast, slow, x, rule, **rule_options)
+    assert (fast._plan.op is not None) == (node == "operator")
 
 
 @needs_kernel
-def test_kernel_equals_the_pytorch_path_with_deferred_credit():
+def test_kernel_equals_the_pytorch_path_with_deferred_credit(node):
     """Streaming backward: writes are separate nodes whose tokens release() back-propagates."""
     torch.manual_seed(2)
     assert_same(*pair(k_att=2), torch.randn(3, 30, N_IN), "tbptt_stream", k_trunc=4)
 
 
 @needs_kernel
-def test_large_queries_take_the_exact_score():
+def test_large_queries_take_the_exact_score(node):
     """|q| beyond the fast score's range: e^{2q} e^{2κ} would overflow, and the kernel uses tanh itself."""
     fast, slow = pair()
     for model in (fast, slow):
@@ -96,7 +124,7 @@ def test_large_queries_take_the_exact_score():
 
 
 @needs_kernel
-def test_attention_map_and_divergence():
+def test_attention_map_and_divergence(node):
     fast, slow = pair()
     x = torch.randn(2, 15, N_IN)
     torch.testing.assert_close(fast.attention_map(x), slow.attention_map(x), rtol=1e-3, atol=1e-5)
@@ -155,12 +183,12 @@ def scorer_grads(model: AttentiveLSTM) -> list[torch.Tensor]:
     return [p.grad.clone() for p in model.scorer.parameters()]
 
 
-@pytest.mark.parametrize("backend", ["auto", "torch"])
-def test_a_memory_grown_step_by_step_equals_one_allocated_at_once(backend):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_memory_grown_step_by_step_equals_one_allocated_at_once(backend, monkeypatch):
     """forward() allocates all 1 + T/k_att slots; step() starts with 16 and doubles (41 slots: twice): the same
     outputs and gradients."""
     torch.manual_seed(4)
-    model = AttentiveLSTM(N_IN, 6, 4, k_top=3, k_att=1, backend=backend)
+    model = model_for(backend, monkeypatch, N_IN, 6, 4, k_top=3, k_att=1)
     x = torch.randn(3, 40, N_IN)
     whole = model(x)
     assert model.bank.capacity == 41
@@ -175,12 +203,12 @@ def test_a_memory_grown_step_by_step_equals_one_allocated_at_once(backend):
         torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", ["auto", "torch"])
-def test_scorer_gradients_reach_autograd_grad_and_survive_a_reset_without_grad(backend):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scorer_gradients_reach_autograd_grad_and_survive_a_reset_without_grad(backend, monkeypatch):
     """The steps hand the scorer's gradients to one node per sequence (ParamGrads): torch.autograd.grad finds it,
     and a sequence started under no_grad still orders it after every step."""
     torch.manual_seed(5)
-    model = AttentiveLSTM(N_IN, 6, 4, k_top=2, k_att=2, backend=backend)
+    model = model_for(backend, monkeypatch, N_IN, 6, 4, k_top=2, k_att=2)
     x = torch.randn(3, 20, N_IN)
     model(x).pow(2).mean().backward()
     expected = scorer_grads(model)
@@ -194,11 +222,11 @@ def test_scorer_gradients_reach_autograd_grad_and_survive_a_reset_without_grad(b
         torch.testing.assert_close(grad, want)
 
 
-@pytest.mark.parametrize("backend", ["auto", "torch"])
-def test_a_scorer_weight_changed_before_the_backward_raises(backend):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_scorer_weight_changed_before_the_backward_raises(backend, monkeypatch):
     """The step keeps no copy of the scorer's weights: changing one in place between forward and backward must
     fail loudly, as PyTorch's own operations do, not give a gradient of other weights."""
-    model = AttentiveLSTM(N_IN, 6, 4, k_top=2, k_att=1, backend=backend)
+    model = model_for(backend, monkeypatch, N_IN, 6, 4, k_top=2, k_att=1)
     loss = model(torch.randn(2, 10, N_IN)).sum()
     with torch.no_grad():
         model.scorer.query_proj.weight.mul_(0.5)
@@ -206,10 +234,10 @@ def test_a_scorer_weight_changed_before_the_backward_raises(backend):
         loss.backward()
 
 
-@pytest.mark.parametrize("backend", ["auto", "torch"])
-def test_what_a_step_keeps_for_its_backward_is_seen_by_saved_tensor_hooks(backend):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_what_a_step_keeps_for_its_backward_is_seen_by_saved_tensor_hooks(backend, monkeypatch):
     """The step's state and winners go through save_for_backward, so memory meters (saved-tensor hooks) count them."""
-    model = AttentiveLSTM(N_IN, 6, 4, k_top=2, k_att=1, backend=backend)
+    model = model_for(backend, monkeypatch, N_IN, 6, 4, k_top=2, k_att=1)
     seen = set()
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -222,3 +250,57 @@ def test_what_a_step_keeps_for_its_backward_is_seen_by_saved_tensor_hooks(backen
     assert state is not None and idx is not None
     assert {state.untyped_storage().data_ptr(), idx.untyped_storage().data_ptr()} <= seen
     out.sum().backward()
+
+
+def test_a_frozen_scorer_still_keeps_the_memory_alive_for_the_backward(node):
+    """The C++ node holds only the plan's address: the sequence's root (ReadPlan.root) keeps the buffers alive, with
+    a graph even when no scorer parameter requires grad, so a backward after the model moved on is still exact."""
+    fast, slow = pair(k_att=2)
+    x = torch.randn(3, 16, N_IN)
+    grads = []
+    for model in (fast, slow):
+        model.scorer.requires_grad_(False)
+        loss = model(x).pow(2).mean()
+        model.reset_state(3)  # drops the model's references to the sequence's memory and plan
+        gc.collect()
+        loss.backward()
+        grads.append([p.grad for p in model.parameters() if p.requires_grad])
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_a_second_backward_raises_the_usual_error(node):
+    fast, _ = pair(k_att=2)
+    loss = fast(torch.randn(2, 10, N_IN)).sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        loss.backward()
+
+
+@needs_kernel
+def test_the_operator_refuses_arguments_that_do_not_fit_its_plan(node):
+    """Called directly with a wrong shape or sizes beyond the memory, the operator raises instead of reading past
+    a buffer."""
+    if node != "operator":
+        pytest.skip("the operator's own checks")
+    model = AttentiveLSTM(N_IN, 6, 4, k_top=2, k_att=1)
+    model.reset_state(2, 8)
+    plan = model._plan
+    h_hat = torch.zeros(2, 6)
+    with pytest.raises(RuntimeError, match=r"shape \(2, 6\)"):
+        plan.op(torch.zeros(3, 6), None, plan.plan_bytes, 1, 0, -1, plan._tracked)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        plan.op(h_hat, None, plan.plan_bytes, 99, 3, -1, plan._tracked)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        plan.op(h_hat, None, plan.plan_bytes, 1, 2, -1, plan._tracked)  # more winners than slots
+    with pytest.raises(RuntimeError, match="one sab_plan"):
+        plan.op(h_hat, None, torch.zeros(3, dtype=torch.uint8), 1, 0, -1, plan._tracked)
+    h, out, *_ = plan.op(h_hat, None, plan.plan_bytes, 1, 0, -1, plan._tracked)  # a uniform read of h0 = 0
+    assert h.shape == (2, 6) and out.shape == (2, 12)
+
+
+def test_a_machine_with_a_cxx_compiler_builds_the_operator():
+    """Guard: the operator's variants skip without it, so a C++ compiler that fails to build it must fail here."""
+    if native._compiler() is None or native._cxx_compiler() is None or not native.enabled():
+        pytest.skip("no C and C++ compilers, or kernels disabled")
+    assert kernel.operator() is not None, native.status().get("sab_step")

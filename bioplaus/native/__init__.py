@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from bioplaus.errors import ConfigError
 
@@ -41,6 +45,9 @@ BACKENDS = ("auto", "native", "torch")
 """What a layer with a kernel may be asked to run: the kernel where it applies, insist on it, or PyTorch only."""
 
 _loaded: dict[str, ctypes.CDLL | None] = {}
+_operators: dict[str, bool] = {}
+"""Operator libraries tried in this process: loaded (kept for good) or not."""
+_log = logging.getLogger(__name__)
 _reasons: dict[str, str] = {}
 
 
@@ -57,11 +64,21 @@ def cache_dir() -> Path:
     return Path(base) / "bioplaus"
 
 
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+def _find(*names: str | None) -> str | None:
+    for name in names:
         if name and shutil.which(name):
             return shutil.which(name)
     return None
+
+
+def _compiler() -> str | None:
+    """The C compiler: ``$CC``, else ``cc``, ``gcc``, ``clang``."""
+    return _find(os.environ.get("CC"), "cc", "gcc", "clang")
+
+
+def _cxx_compiler() -> str | None:
+    """The C++ compiler of the autograd nodes: ``$CXX``, else ``c++``, ``g++``, ``clang++``."""
+    return _find(os.environ.get("CXX"), "c++", "g++", "clang++")
 
 
 def _cpu_identity() -> str:
@@ -75,30 +92,54 @@ def _cpu_identity() -> str:
     return "\n".join(parts)
 
 
-def _compile(name: str, compiler: str, flags: tuple[str, ...], folders: list[Path]) -> Path:
-    source = SOURCE_DIR / f"{name}.c"
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+def _version(compiler: str) -> str:
+    return subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+
+
+def _build(
+    stem: str, identity: list[str], commands: Callable[[Path, Path], list[list[str]]], folders: list[Path]
+) -> Path:
+    """The cached library ``<stem>-<hash of identity>`` in the first writable folder, built there if absent.
+
+    ``commands(scratch, target)`` lists the commands that build ``target`` in the ``scratch`` folder; the
+    result is moved into place atomically, so a racing process sees no file or a whole one.
+    """
     headers = [header.read_text() for header in sorted(SOURCE_DIR.glob("*.h"))]
-    key = hashlib.sha256("\0".join([source.read_text(), *headers, *flags, version, _cpu_identity()]).encode())
-    key = key.hexdigest()
+    key = hashlib.sha256("\0".join([*identity, *headers, _cpu_identity()]).encode()).hexdigest()
     errors = []
     for folder in folders:
-        target = folder / f"{name}-{key[:16]}{'.dylib' if platform.system() == 'Darwin' else '.so'}"
+        target = folder / f"{stem}-{key[:16]}{'.dylib' if platform.system() == 'Darwin' else '.so'}"
         if target.exists():
             return target
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            _log.info("compiling %s into %s (once per machine and source)", stem, folder)
             with tempfile.TemporaryDirectory(dir=folder) as scratch:
                 built = Path(scratch) / target.name
-                command = [compiler, *flags, "-shared", "-fPIC", "-o", str(built), str(source), "-lm"]
-                done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-                if done.returncode != 0:
-                    raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")
-                os.replace(built, target)  # atomic: a racing process sees no file or a whole one
+                for command in commands(Path(scratch), built):
+                    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+                    if done.returncode != 0:
+                        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")
+                os.replace(built, target)
             return target
         except OSError as err:  # an unwritable cache folder: try the next one
             errors.append(f"{folder}: {err}")
     raise RuntimeError("no writable folder for compiled kernels: " + "; ".join(errors))
+
+
+def _folders() -> list[Path]:
+    return [cache_dir(), Path(tempfile.gettempdir()) / f"bioplaus-{os.getuid() if hasattr(os, 'getuid') else 0}"]
+
+
+def _c_build(name: str, compiler: str, flags: tuple[str, ...]) -> Path:
+    """``<name>.c`` as a shared library for :mod:`ctypes`."""
+    source = SOURCE_DIR / f"{name}.c"
+    return _build(
+        name,
+        [source.read_text(), *flags, _version(compiler)],
+        lambda _, target: [[compiler, *flags, "-shared", "-fPIC", "-o", str(target), str(source), "-lm"]],
+        _folders(),
+    )
 
 
 def load(name: str) -> ctypes.CDLL | None:
@@ -116,10 +157,9 @@ def load(name: str) -> ctypes.CDLL | None:
     if compiler is None:
         failures.append("no C compiler found (set CC, or install gcc or clang)")
     else:
-        folders = [cache_dir(), Path(tempfile.gettempdir()) / f"bioplaus-{os.getuid() if hasattr(os, 'getuid') else 0}"]
         for flags in FLAG_SETS:
             try:
-                library = ctypes.CDLL(str(_compile(name, compiler, flags, folders)))
+                library = ctypes.CDLL(str(_c_build(name, compiler, flags)))
                 _reasons[name] = f"compiled with {' '.join(flags)}"
                 break
             except (RuntimeError, OSError, subprocess.SubprocessError) as err:
@@ -128,6 +168,64 @@ def load(name: str) -> ctypes.CDLL | None:
         _reasons[name] = "unavailable: " + " | ".join(failures)
     _loaded[name] = library
     return library
+
+
+def _torch_flags() -> tuple[list[str], list[str]]:
+    """Compiler and linker flags of a library built against the installed PyTorch (its headers, ABI and
+    ``libtorch``), as ``torch.utils.cpp_extension`` would pass them."""
+    root = Path(torch.__file__).resolve().parent
+    include, lib = root / "include", root / "lib"
+    compile_flags = [
+        "-std=c++20",
+        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+        f"-I{include}",
+        f"-I{include / 'torch' / 'csrc' / 'api' / 'include'}",
+    ]
+    return compile_flags, [f"-L{lib}", f"-Wl,-rpath,{lib}", "-lc10", "-ltorch_cpu", "-ltorch"]
+
+
+def load_op(name: str, kernels: tuple[str, ...]) -> bool:
+    """Build and load the C++ autograd operators of ``bioplaus/native/<name>.cpp``, linked with the C kernels
+    ``<kernel>.c``; whether they are available (as ``torch.ops.bioplaus.*``).
+
+    The library includes PyTorch's C++ headers and links ``libtorch``, so it is built for the installed
+    PyTorch (its version is part of the cache key) by the C++ compiler (:func:`_cxx_compiler`), once per
+    machine: about 20 s, the first time. A process loads it at most once and keeps it (operators cannot be
+    unregistered): :func:`clear` does not forget it. The reason for a ``False`` is in :func:`status`.
+    """
+    if not enabled():
+        _reasons[name] = "disabled by BIOPLAUS_NATIVE"
+        return False
+    if name in _operators:
+        return _operators[name]
+    compiler, cxx, failures = _compiler(), _cxx_compiler(), []
+    if compiler is None or cxx is None:
+        failures.append("no C and C++ compilers found (set CC and CXX, or install gcc and g++, or clang)")
+    else:
+        source = SOURCE_DIR / f"{name}.cpp"
+        sources = [SOURCE_DIR / f"{kernel}.c" for kernel in kernels]
+        compile_flags, link_flags = _torch_flags()
+        for flags in FLAG_SETS:
+
+            def commands(scratch: Path, target: Path, flags: tuple[str, ...] = flags) -> list[list[str]]:
+                objects = [str(scratch / f"{c.stem}.o") for c in sources]
+                pairs = zip(objects, sources, strict=True)
+                steps = [[compiler, *flags, "-fPIC", "-c", "-o", o, str(c)] for o, c in pairs]
+                link = [cxx, "-O2", *compile_flags, "-shared", "-fPIC", "-o", str(target), str(source), *objects]
+                return [*steps, [*link, *link_flags, "-lm"]]
+
+            try:
+                identity = [source.read_text(), *(c.read_text() for c in sources), *flags, *compile_flags]
+                identity += [_version(compiler), _version(cxx), torch.__version__]
+                torch.ops.load_library(str(_build(name, identity, commands, _folders())))
+                _reasons[name] = f"compiled with {' '.join(flags)}"
+                _operators[name] = True
+                return True
+            except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+                failures.append(str(err))
+    _reasons[name] = "unavailable: " + " | ".join(failures)
+    _operators[name] = False
+    return False
 
 
 def check_backend(backend: str, name: str, owner: str) -> str:
@@ -151,6 +249,9 @@ def status() -> dict[str, str]:
 
 
 def clear() -> None:
-    """Forget loaded kernels and reasons (the next :func:`load` looks again; for tests)."""
+    """Forget loaded kernels and reasons (the next :func:`load` looks again; for tests). Operator libraries
+    (:func:`load_op`) that loaded stay loaded; those that failed are tried again."""
     _loaded.clear()
     _reasons.clear()
+    for name in [name for name, ok in _operators.items() if not ok]:
+        del _operators[name]

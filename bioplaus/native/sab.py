@@ -13,6 +13,7 @@ non-contiguous) stays on the PyTorch path.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 
 import torch
 
@@ -57,6 +58,19 @@ def library() -> ctypes.CDLL | None:
         for name, (argtypes, restype) in _SIGNATURES.items():
             getattr(lib, name).argtypes, getattr(lib, name).restype = argtypes, restype
     return lib
+
+
+def operator() -> Callable[..., list[torch.Tensor]] | None:
+    """The step as one C++ autograd node, ``torch.ops.bioplaus.sab_step`` (``sab_step.cpp``, linked with these
+    kernels; arguments and outputs there), or ``None`` where it cannot be built (see
+    :func:`bioplaus.native.load_op`; the steps then go through :class:`~bioplaus.nets.sab_read.AttentionStep`)."""
+    return torch.ops.bioplaus.sab_step.default if native.load_op("sab_step", ("sab",)) else None
+
+
+def plan_bytes(plan: Plan) -> torch.Tensor:
+    """``plan`` as the byte tensor :func:`operator` takes, sharing its memory; the tensor keeps the structure
+    alive (not the buffers it points at: :class:`~bioplaus.nets.sab_read.ParamGrads` does that)."""
+    return torch.frombuffer(plan, dtype=torch.uint8)
 
 
 def accepts(*tensors: torch.Tensor | None) -> bool:

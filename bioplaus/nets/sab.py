@@ -69,7 +69,7 @@ from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets._registry import register
 from bioplaus.nets.lstm import SequenceNet, sequence_sizes
 from bioplaus.nets.sab_memory import TINY, MemoryBank
-from bioplaus.nets.sab_read import AttentionStep, ParamGrads, ReadPlan, read_weights
+from bioplaus.nets.sab_read import ReadPlan, attention_step, read_weights
 from bioplaus.registry import did_you_mean
 
 THRESHOLDS: dict[str, tuple[int, float, float]] = {"k+1": (1, 0.0, 0.0), "k": (0, 1e-7, 1e-7)}
@@ -199,17 +199,6 @@ def gather_read(
     return (w.unsqueeze(2) * winners[..., :H]).sum(1), w, idx
 
 
-_apply_step_directly = super(torch.autograd.Function, AttentionStep).apply
-"""``AttentionStep.apply`` without ``Function.apply``'s Python wrapper (≈ 3 µs a step), which only matters under
-functorch transforms (then :func:`_apply_step` takes the wrapper)."""
-
-
-def _apply_step(*args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    if torch._C._are_functorch_transforms_active():
-        return AttentionStep.apply(*args)
-    return _apply_step_directly(*args)
-
-
 class AttentiveLSTM(SequenceNet, StoredStates):
     """LSTM whose provisional state attends over a memory of its past states (SAB, or dense softmax).
 
@@ -304,8 +293,7 @@ class AttentiveLSTM(SequenceNet, StoredStates):
         writes = self._project_keys and not self.defer_credit  # merged writes need the token chain
         self._plan = plan = scorer.plan(self.bank, self.threshold, writes) if fused else None
         if plan is not None:
-            with torch.enable_grad():  # the root of the ordering, whichever mode the reset runs in
-                self.bank.start(ParamGrads.apply(plan, *plan.params))
+            self.bank.start(plan.root())
         self._write(h0)
 
     def release_credit(self) -> None:
@@ -326,7 +314,7 @@ class AttentiveLSTM(SequenceNet, StoredStates):
         small = bank.store.n <= self.k_top
         if plan is not None and not (small and self.small_memory == "raw"):
             merged = write and plan.writes
-            h, out, token = _apply_step(h_hat, bank.link(), plan, 0 if small else self._rank, merged)
+            h, out, token = attention_step(h_hat, bank.link(), plan, 0 if small else self._rank, merged)
             if self._log is not None:
                 self._log.append(read_weights(bank.store, h_hat.shape[0]))
             if merged:

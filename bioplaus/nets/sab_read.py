@@ -76,8 +76,8 @@ class ReadPlan:
     """
 
     __slots__ = (
-        "store", "shift", "eps", "params", "lib", "writes", "grads", "sizes", "state_base", "_tracked", "_version",
-        "_transposes",
+        "store", "shift", "eps", "params", "lib", "op", "plan_bytes", "writes", "grads", "sizes", "state_base",
+        "_tracked", "_version", "_transposes",
     )  # fmt: skip
 
     def __init__(self, store: SlotStore, shift: float, eps: float, params: tuple[torch.Tensor | None, ...]):
@@ -89,11 +89,15 @@ class ReadPlan:
         K, H = self.sizes
         self.state_base = kernel.state_size(H, 0)
         """Floats a read keeps per row besides its ``R`` weights (:func:`~bioplaus.native.sab.state_size`)."""
-        self._tracked = tuple(p for p in params if p is not None)
+        self._tracked = [p for p in params if p is not None]
         self.grads = store.data.new_zeros(2 * K * H + 2 * K)
         """Accumulated ``[∂L/∂W_q; ∂L/∂b_q; ∂L/∂v; ∂L/∂W_m]``, flat, from the backward of the steps so far."""
         self.lib = store.lib if store.lib is not None and kernel.accepts(*params) else None
         """The compiled kernels when they serve this memory and these parameters, else ``None``."""
+        self.op = kernel.operator() if self.lib is not None else None
+        """The step's C++ autograd node (:func:`~bioplaus.native.sab.operator`) when it serves, else ``None``."""
+        self.plan_bytes = None if self.op is None else kernel.plan_bytes(store.native)
+        """The kernels' plan as the C++ node takes it."""
         self._version, self._transposes = -1, ()
         if self.lib is not None:
             plan = store.native
@@ -123,6 +127,15 @@ class ReadPlan:
             self._version = version
         return version
 
+    def root(self) -> torch.Tensor:
+        """The root of the sequence's ordering (:meth:`~bioplaus.nets.sab_memory.MemoryBank.start`):
+        :class:`ParamGrads`' output, with a graph even where no scorer parameter requires grad (a fresh leaf is
+        its extra input). Every step's node reaches it through its link, so its context, which holds this plan
+        and, through it, every buffer the kernels' plan points at, lives as long as any step's node: the C++
+        node (:func:`attention_step`) holds only the address."""
+        with torch.enable_grad():  # whichever mode the sequence starts in
+            return ParamGrads.apply(self, self.grads.new_zeros(()).requires_grad_(), *self.params)
+
     def take_grads(self) -> tuple[torch.Tensor | None, ...]:
         """The accumulated gradients of ``(W_q, b_q, v, W_m)`` (``None`` for absent ones); the accumulator restarts
         from zero."""
@@ -141,7 +154,8 @@ class ReadPlan:
 
 
 class ParamGrads(torch.autograd.Function):
-    """``link = ParamGrads(plan, W_q, b_q, v, W_m)``: the scorer's parameters enter a sequence's graph here, once.
+    """``link = ParamGrads(plan, leaf, W_q, b_q, v, W_m)``: the scorer's parameters enter a sequence's graph here, once
+    (``leaf``: a tensor that requires grad, so that the link has a graph in any case, :meth:`ReadPlan.root`).
 
     The memory's first token (:meth:`~bioplaus.nets.sab_memory.MemoryBank.start`): every step of
     the sequence holds it or a later token, so this backward runs after all of theirs and hands the
@@ -153,14 +167,14 @@ class ParamGrads(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, plan: ReadPlan, w_q, b_q, v, w_m):  # type: ignore[override]
+    def forward(ctx, plan: ReadPlan, leaf, w_q, b_q, v, w_m):  # type: ignore[override]
         ctx.plan = plan
         return w_q.new_zeros(())
 
     @staticmethod
     def backward(ctx, _g_link):  # type: ignore[override]
         grads = ctx.plan.take_grads()
-        return (None, *(g if need else None for g, need in zip(grads, ctx.needs_input_grad[1:], strict=True)))
+        return (None, None, *(g if need else None for g, need in zip(grads, ctx.needs_input_grad[2:], strict=True)))
 
 
 class AttentionStep(torch.autograd.Function):
@@ -262,6 +276,38 @@ class AttentionStep(torch.autograd.Function):
         g_h_hat = _backward(store, None if state is None else (state, idx, *plan.params[:3]), ctx.n, g_out, g_h,
                             g_params[: K * H + 2 * K])  # fmt: skip
         return g_h_hat, None, None, None, None
+
+
+_apply_directly = super(torch.autograd.Function, AttentionStep).apply
+"""``AttentionStep.apply`` without ``Function.apply``'s Python wrapper (≈ 3 µs a step), which only matters under
+functorch transforms (then :func:`attention_step` takes the wrapper)."""
+
+
+def attention_step(
+    h_hat: torch.Tensor, link: torch.Tensor | None, plan: ReadPlan, rank: int, write: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(h, out, token)`` of one fused step (arguments and outputs as :class:`AttentionStep`'s).
+
+    Where the plan has the C++ node (:attr:`ReadPlan.op`) and ``ĥ`` is a contiguous float32 tensor, the
+    step is that node: the same kernels, function and gradient as :class:`AttentionStep` on the kernel,
+    without its Python bookkeeping (≈ 35 µs a step at ``B = 32, H = 64``, a tenth of an LSTM step's
+    forward and backward). The memory's gradient buffer is allocated here, by the first step with grad
+    enabled, because that node's backward cannot call back into Python. Otherwise :class:`AttentionStep`.
+    """
+    if torch._C._are_functorch_transforms_active():
+        return AttentionStep.apply(h_hat, link, plan, rank, write)
+    op = plan.op
+    if op is None or h_hat.dtype != torch.float32 or not h_hat.is_contiguous():
+        return _apply_directly(h_hat, link, plan, rank, write)
+    store = plan.store
+    plan.refresh()
+    n = store.n
+    slot = store.next_slot() if write else -1
+    if store.grad is None and torch.is_grad_enabled():
+        store.grad_buffer()
+    outputs = op(h_hat, link, plan.plan_bytes, n, rank, slot, plan._tracked)
+    store.last_read = (outputs[2], outputs[3], n) if rank else (None, None, n)
+    return outputs[0], outputs[1], outputs[4] if write else None
 
 
 def read_weights(store: SlotStore, batch: int) -> torch.Tensor:
