@@ -304,3 +304,20 @@ def test_a_machine_with_a_cxx_compiler_builds_the_operator():
     if native._compiler() is None or native._cxx_compiler() is None or not native.enabled():
         pytest.skip("no C and C++ compilers, or kernels disabled")
     assert kernel.operator() is not None, native.status().get("sab_step")
+
+
+@needs_kernel
+def test_the_operator_backward_with_an_output_unused(node):
+    """Only h, or only out, reaches the loss: the other output's gradient is absent (not materialised) and counts as
+    zero. A uniform read of h0 = 0: h = ĥ and out = [ĥ; 0], so both gradients are ones."""
+    if node != "operator":
+        pytest.skip("the operator's own backward")
+    model = AttentiveLSTM(N_IN, 6, 4, k_top=2, k_att=1)
+    model.reset_state(2, 8)
+    plan = model._plan
+    plan.store.grad_buffer()
+    for pick in (lambda h, out: h, lambda h, out: out[:, :6]):
+        h_hat = torch.randn(2, 6, requires_grad=True)
+        h, out, *_ = plan.op(h_hat, None, plan.plan_bytes, 1, 0, -1, plan._tracked)
+        (grad,) = torch.autograd.grad(pick(h, out).sum(), h_hat)
+        torch.testing.assert_close(grad, torch.ones(2, 6))

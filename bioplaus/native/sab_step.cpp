@@ -83,6 +83,7 @@ struct Step : public torch::autograd::Function<Step> {
         ctx->saved_data["slot"] = slot;
         ctx->saved_data["params"] = std::move(params);
                 ctx->mark_non_differentiable({state, idx});
+        ctx->set_materialize_grads(false);
         if (slot < 0)
             return {h, out, state, idx};
         return {h, out, state, idx, at::zeros({}, options)};  // the write's token
@@ -97,10 +98,15 @@ struct Step : public torch::autograd::Function<Step> {
         const sab_plan *p = plan_of(ctx->saved_data["plan"].toTensor());
         TORCH_CHECK(p->g_data != nullptr, "sab_step: the memory has no gradient buffer (SlotStore.grad_buffer)");
         const int64_t rank = ctx->saved_data["rank"].toInt();
-        at::Tensor g_h = grads[0], g_out = grads[1];  // materialised: zeros where an output was unused
-        if (g_h.stride(1) != 1)
+        // not materialised (set_materialize_grads(false): the logging outputs and the token would get zeros too)
+        at::Tensor g_h = grads[0], g_out = grads[1];
+        if (!g_h.defined())
+            g_h = at::zeros({p->batch, p->hidden}, state.options());
+        else if (g_h.stride(1) != 1)
             g_h = g_h.contiguous();
-        if (g_out.stride(1) != 1)
+        if (!g_out.defined())
+            g_out = at::zeros({p->batch, 2 * p->hidden}, state.options());
+        else if (g_out.stride(1) != 1)
             g_out = g_out.contiguous();
         at::Tensor g_h_hat = at::empty({p->batch, p->hidden}, g_h.options());
         TORCH_CHECK(sab_step_backward(p, rank ? state.data_ptr<float>() : nullptr,
