@@ -14,6 +14,12 @@ the same arithmetic in one pass. Each kernel is an optional accelerator, never a
 * where no compiler works, or ``BIOPLAUS_NATIVE=0`` is set, :func:`load` returns ``None`` and the
   caller runs its PyTorch path, which is the reference the kernel is tested against.
 
+Where a step's Python bookkeeping costs as much as its kernel, the step can also be a C++ autograd
+operator (``bioplaus/native/<name>.cpp``, :func:`load_op`): built against the installed PyTorch's
+headers by the C++ compiler, linked with the C kernels, cached the same way (about 20 s, once per
+machine and PyTorch version) and registered as ``torch.ops.bioplaus.*``; where it cannot be built,
+its caller keeps the Python autograd node over the same kernel.
+
 :func:`status` tells which kernels loaded and why the others did not.
 """
 

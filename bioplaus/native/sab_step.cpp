@@ -82,7 +82,7 @@ struct Step : public torch::autograd::Function<Step> {
         ctx->saved_data["rank"] = rank;
         ctx->saved_data["slot"] = slot;
         ctx->saved_data["params"] = std::move(params);
-                ctx->mark_non_differentiable({state, idx});
+        ctx->mark_non_differentiable({state, idx});
         ctx->set_materialize_grads(false);
         if (slot < 0)
             return {h, out, state, idx};

@@ -41,9 +41,10 @@ also writes ``h`` into the memory first adds the gradient its slot gathered to `
 
 Two implementations compute this: a C kernel (:mod:`bioplaus.native.sab`, one pass per batch row,
 used for float32 CPU tensors when it compiles) and PyTorch operations (everything else, and the
-reference the kernel is tested against). The PyTorch path computes ``tanh u`` as ``2σ(2u) − 1``,
-the same value to rounding, because ``torch.tanh`` is several times slower than ``torch.sigmoid``
-on CPUs.
+reference the kernel is tested against). Over the kernel, the node is C++ where a C++ compiler
+builds it (:func:`attention_step`, ``bioplaus/native/sab_step.cpp``), else this Python node. The
+PyTorch path computes ``tanh u`` as ``2σ(2u) − 1``, the same value to rounding, because
+``torch.tanh`` is several times slower than ``torch.sigmoid`` on CPUs.
 """
 
 from __future__ import annotations
