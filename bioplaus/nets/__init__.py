@@ -1,4 +1,8 @@
-"""Models, by name. A model factory takes the task's :class:`~bioplaus.core.TaskSpec` and options."""
+"""Models, by name. A model factory takes the task's :class:`~bioplaus.core.TaskSpec` and options.
+
+Every module that registers a model is imported here, so ``import bioplaus.nets`` alone knows
+them all.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from bioplaus.nets.lstm import LSTMNet, SequenceNet
 from bioplaus.nets.mlp import MLP
 from bioplaus.nets.rate_rnn import RateRNN
 from bioplaus.nets.sab import AttentiveLSTM
+from bioplaus.nets.vnn import VNN
 
 available = MODELS.available
 describe = MODELS.describe
@@ -38,6 +43,7 @@ __all__ = [
     "ConventionalNet",
     "LSTMNet",
     "SequenceNet",
+    "VNN",
     "available",
     "describe",
     "get",

@@ -6,7 +6,6 @@ Every key is checked before anything runs; a bad one raises
 
 from __future__ import annotations
 
-import inspect
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -16,6 +15,7 @@ from bioplaus.errors import ConfigError
 from bioplaus.nets._registry import MODELS
 from bioplaus.registry import Registry, did_you_mean
 from bioplaus.rules._registry import RULES
+from bioplaus.runner.option_types import check_value, option_hints
 from bioplaus.tasks._registry import TASKS
 
 if sys.version_info >= (3, 11):
@@ -247,48 +247,11 @@ def _seeds(value: Any) -> list[int]:
     raise ConfigError(f"seeds must be a count ≥ 1 or a list of integers, got {value!r}")
 
 
-_KINDS = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string", list: "a list"}
-
-
-def _expected_kind(param: inspect.Parameter) -> type | None:
-    default = param.default
-    if default is not None and default is not inspect.Parameter.empty:
-        return list if isinstance(default, (list, tuple)) else type(default)
-    annotation = str(param.annotation)
-    for name, kind in (
-        ("Sequence", list),
-        ("list", list),
-        ("tuple", list),
-        ("bool", bool),
-        ("float", float),
-        ("int", int),
-        ("str", str),
-    ):
-        if name in annotation:
-            return kind
-    return None
-
-
-def _check_kind(value: Any, kind: type | None, where: str) -> Any:
-    if value is None or kind is None:
-        return value
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-        list: isinstance(value, (list, tuple)),
-    }.get(kind, True)
-    if not ok:
-        raise ConfigError(f"{where} expects {_KINDS.get(kind, kind.__name__)}, got {value!r}")
-    return float(value) if kind is float else value
-
-
 def _options(value: Any, registry: Registry[Any], name: str, key: str, reserved: Sequence[str]) -> dict[str, Any]:
     options = _table(value, key)
     for opt in options:
         if opt in reserved:
             raise ConfigError(f"{key}.{opt} is set by the runner; use the top-level key '{opt}' instead")
     registry.check_options(name, options)
-    params = registry.entry(name).options()
-    return {opt: _check_kind(v, _expected_kind(params[opt]), f"{key}.{opt}") for opt, v in options.items()}
+    hints = option_hints(registry.entry(name))
+    return {opt: check_value(v, hints[opt], f"{key}.{opt}") for opt, v in options.items()}
