@@ -15,7 +15,7 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 __version__ = "0.1.0"
 
 from bioplaus import analysis, core, data, nets, results, rules, tasks  # noqa: E402
-from bioplaus.core import Context, Rule  # noqa: E402
+from bioplaus.core import Context, Rule, convert  # noqa: E402
 from bioplaus.runner import Comparison, RunConfig, compare, sweep  # noqa: E402
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "__version__",
     "analysis",
     "compare",
+    "convert",
     "core",
     "data",
     "nets",

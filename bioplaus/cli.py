@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp = sub.add_parser("compare", help="train every rule × seed on a task and compare with BP")
     cmp.add_argument("--task", help="task name (see 'bioplaus tasks'); default digits")
-    cmp.add_argument("--model", help="model name (see 'bioplaus models'); default mlp")
+    model = cmp.add_mutually_exclusive_group()
+    model.add_argument("--model", help="model name (see 'bioplaus models'); default mlp")
+    _add_model_file(model)
     cmp.add_argument("--rules", help="comma-separated rule names (see 'bioplaus rules'); default bp,fa,dfa")
     cmp.add_argument("--seeds", type=int, help="number of seeds (0 … N-1); default 1")
     cmp.add_argument("--epochs", type=int, help="epochs per run; default 5")
@@ -58,12 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the comparison described by a TOML config")
     run.add_argument("config", help="TOML file whose top-level keys mirror the compare flags")
+    _add_model_file(run, " (instead of the config's model)")
     _add_common(run)
 
     _add_sweep_commands(sub)
     for name in ("rules", "models", "tasks"):
         sub.add_parser(name, help=f"list the registered {name}")
     return parser
+
+
+def _add_model_file(p: Any, more: str = "") -> None:
+    """The ``--model-file`` option of ``compare`` and ``run`` (``more`` ends its help's first clause)."""
+    p.add_argument(
+        "--model-file",
+        dest="model_file",
+        metavar="PATH:FUNCTION",
+        help=f"train the torch model that FUNCTION(spec) or FUNCTION() in the Python file PATH returns{more}, "
+        "converted with bioplaus.convert",
+    )
 
 
 def _add_sweep_commands(sub: Any) -> None:
@@ -117,6 +131,10 @@ def _raw_config(args: argparse.Namespace) -> dict[str, Any]:
             "device",
         )
         raw = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if args.model_file:
+        from bioplaus.runner.model_file import register_model_file
+
+        raw["model"] = register_model_file(args.model_file)
     return apply_overrides(raw, args.overrides)
 
 

@@ -1,6 +1,7 @@
 """The core: layers a rule can configure, the context of global signals, the Rule base class."""
 
 from bioplaus.core.context import Context
+from bioplaus.core.convert import convert
 from bioplaus.core.layers import (
     ACTIVATIONS,
     Conv2d,
@@ -35,6 +36,7 @@ __all__ = [
     "RecurrentSettings",
     "Rule",
     "TaskSpec",
+    "convert",
     "default_settings",
     "install_projections",
     "recurrent_layers",
