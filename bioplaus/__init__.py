@@ -5,17 +5,11 @@
 >>> result.summary  # doctest: +SKIP
 """
 
-import os
-
-# Back large CPU tensors with transparent huge pages (PyTorch's THP_MEM_ALLOC_ENABLE, read at the
-# first allocation): a fresh 256 MB activation map then costs ~17 ms instead of ~65 ms of page
-# faults on a 2-core CPU, which halves a vectorized conv step. Set THP_MEM_ALLOC_ENABLE=0 to opt out.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
 __version__ = "0.1.0"
 
 from bioplaus import analysis, core, data, nets, results, rules, tasks  # noqa: E402
 from bioplaus.core import Context, Rule, convert  # noqa: E402
+from bioplaus.huge_pages import enable_huge_pages  # noqa: E402
 from bioplaus.runner import Comparison, RunConfig, compare, sweep  # noqa: E402
 
 __all__ = [
@@ -29,6 +23,7 @@ __all__ = [
     "convert",
     "core",
     "data",
+    "enable_huge_pages",
     "nets",
     "results",
     "rules",

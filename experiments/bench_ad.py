@@ -18,7 +18,7 @@ import copy
 import torch
 from benchlib import interleaved_medians, matmul_gflops
 
-from bioplaus import nets, rules
+from bioplaus import enable_huge_pages, nets, rules
 from bioplaus.core import Context, TaskSpec
 from bioplaus.runner import RunConfig, build_optimizer
 from bioplaus.tasks.rl import ReplayBuffer
@@ -59,6 +59,7 @@ def update_step(rule_name: str, batch, spec, hidden: list[int], heads: int):
 
 
 def main() -> None:
+    enable_huge_pages()  # the recorded figures were measured with huge pages (docs/benchmarks.md)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=128)

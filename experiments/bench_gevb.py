@@ -9,6 +9,7 @@ batch. Prints ratios against both BPs and the GFLOP/s the GEVB step achieves.
     python experiments/bench_gevb.py --hidden 256 256 --batch 64
     python experiments/bench_gevb.py --model vnn_conv --rounds 3 --steps 2    # the paper's MNIST conv VNN
     python experiments/bench_gevb.py --model vnn_lc --rounds 3 --steps 2
+    python experiments/bench_gevb.py --model vnn_conv --rounds 3 --steps 2 --no-huge-pages   # 4 KB pages
 
 The GEVB step's FLOPs are counted by ``torch.utils.flop_counter`` (matrix products and
 convolutions as executed); for the FC net the minimum by hand is printed too.
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from benchlib import interleaved_medians, matmul_gflops, training_step
 from torch.utils.flop_counter import FlopCounterMode
 
+from bioplaus import enable_huge_pages
 from bioplaus.core import TaskSpec
 
 
@@ -81,7 +83,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=5, help="steps per rule per round")
+    parser.add_argument(
+        "--no-huge-pages",
+        dest="huge_pages",
+        action="store_false",
+        help="leave large tensors on 4 KB pages (the recorded figures use huge pages: docs/benchmarks.md)",
+    )
     args = parser.parse_args()
+    if args.huge_pages:
+        enable_huge_pages()
 
     peak = matmul_gflops()
     labels = {"gevb": "gevb", "scalar_bp": "scalar_bp", "bp": "bp (autograd)"}
@@ -98,8 +108,9 @@ def main() -> None:
     peak = max(peak, matmul_gflops())
     shape = f"FC-VNN 784-{'-'.join(map(str, args.hidden))}-1" if args.model == "vnn" else f"{args.model} (MNIST arch)"
     print(
-        f"{shape}, K={args.k}, batch {args.batch}, Adam + projection, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul peak {peak:.1f} GFLOP/s"
+        f"{shape}, K={args.k}, batch {args.batch}, Adam + projection, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, huge pages {'on' if args.huge_pages else 'off'}; "
+        f"matmul peak {peak:.1f} GFLOP/s"
     )
     print(f"{'rule':22s} {'ms/step':>9s} {'gevb ÷ rule':>12s}")
     for label, t in median.items():

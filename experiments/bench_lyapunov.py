@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from bioplaus import enable_huge_pages
 from bioplaus.analysis.dynamics import LSTMDynamics, RandomRNN, RateRNNDynamics
 from bioplaus.analysis.lyapunov import lyapunov_spectrum, trajectory
 from bioplaus.nets.lstm import LSTMNet
@@ -35,6 +36,7 @@ def systems() -> dict:
 
 
 def main() -> None:
+    enable_huge_pages()  # the recorded figures were measured with huge pages (docs/benchmarks.md)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--k", type=int, default=10)

@@ -17,9 +17,10 @@ import time
 
 import torch
 
-from bioplaus import rules
+from bioplaus import enable_huge_pages, rules
 from bioplaus.nets.rate_rnn import RateRNN, load_checkpoint
-from bioplaus.tasks.motor import MotorTask, centre_out
+from bioplaus.runner.training import train_step
+from bioplaus.tasks.motor import MotorTask, TrialBatch, centre_out
 from bioplaus.tasks.motor_training import ConditionSGD
 
 
@@ -33,10 +34,10 @@ def bioplaus_trials_per_second(model: RateRNN, conditions: int, passes: int) -> 
     task = MotorTask("centre-out", 1, 1, rotation=30.0, control=1.0, weight_penalty=0.0, rate_penalty=0.0)
     optimizer = ConditionSGD([net.W_rec], torch.full((conditions,), 1e-5))
     generator = torch.Generator().manual_seed(0)
-    task.run_trials(net, rule, optimizer, task.sample(generator), generator)  # warm-up
+    train_step(task, net, rule, optimizer, TrialBatch(task.sample(generator), generator))  # warm-up
     start = time.perf_counter()
     for _ in range(passes):
-        task.run_trials(net, rule, optimizer, task.sample(generator), generator)
+        train_step(task, net, rule, optimizer, TrialBatch(task.sample(generator), generator))
     return conditions * passes / (time.perf_counter() - start)
 
 
@@ -66,6 +67,7 @@ def reference_trials_per_second(model: RateRNN, trials: int, lr: float = 1e-5) -
 
 
 def main() -> None:
+    enable_huge_pages()  # the recorded figures were measured with huge pages (docs/benchmarks.md)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="a pre-trained rate_rnn (default: a fresh n=200 net)")
     parser.add_argument("--conditions", type=int, nargs="+", default=[1, 8, 16, 32])

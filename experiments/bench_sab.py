@@ -22,9 +22,10 @@ from collections.abc import Callable
 
 import torch
 
-from bioplaus import nets, rules, tasks
+from bioplaus import enable_huge_pages, nets, rules, tasks
 from bioplaus.analysis.graph_memory import SavedTensorMeter
 from bioplaus.core import install_projections
+from bioplaus.runner import train_epoch
 
 # label, model, model options, rule, rule options, longest T it runs at (dense attention is O(T²))
 METHODS: list[tuple[str, str, dict, str, dict, int]] = [
@@ -50,7 +51,7 @@ def iteration(
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     install_projections(model, optimizer)
     generator = torch.Generator().manual_seed(0)
-    return lambda: task.train_epoch(model, rule, optimizer, generator=generator), model
+    return lambda: train_epoch(task, model, rule, optimizer, generator=generator), model
 
 
 def bench(
@@ -90,6 +91,7 @@ def bench(
 
 
 def main() -> None:
+    enable_huge_pages()  # the recorded figures were measured with huge pages (docs/benchmarks.md)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[100, 300, 1000, 2000])
     parser.add_argument("--batch", type=int, default=32)

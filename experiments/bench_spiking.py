@@ -20,6 +20,7 @@ import torch
 from benchlib import interleaved_medians
 from torch import nn
 
+from bioplaus import enable_huge_pages
 from bioplaus.nets.spiking import SpikingLinear, rectangular
 
 UNITS, BATCH, T = 256, 100, 5
@@ -51,6 +52,7 @@ def snntorch_row(x: torch.Tensor) -> Callable[[], None]:
 
 
 def main() -> None:
+    enable_huge_pages()  # the recorded figures were measured with huge pages (docs/benchmarks.md)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--per-round", type=int, default=20)

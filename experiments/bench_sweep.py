@@ -86,6 +86,7 @@ def _import_bioplaus() -> str:
 def main() -> None:
     import ray
 
+    bioplaus.enable_huge_pages()  # the recorded figures were measured with huge pages (docs/benchmarks.md)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=40, help="epochs per run (default 40)")
     parser.add_argument("--hidden", type=int, default=256, help="width of the two hidden layers (default 256)")

@@ -40,8 +40,8 @@ from bioplaus import rules  # noqa: E402
 from bioplaus.analysis.dynamics import RateRNNDynamics  # noqa: E402
 from bioplaus.analysis.lyapunov import lyapunov_spectrum  # noqa: E402
 from bioplaus.nets.rate_rnn import RateRNN, load_checkpoint, save_checkpoint  # noqa: E402
+from bioplaus.runner.motor import adapt  # noqa: E402
 from bioplaus.tasks.motor import centre_out, reach_scores  # noqa: E402
-from bioplaus.tasks.motor_training import adapt  # noqa: E402
 
 K = 10
 

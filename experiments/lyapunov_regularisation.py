@@ -37,6 +37,7 @@ import torch  # noqa: E402
 import bioplaus  # noqa: E402
 from bioplaus.analysis.dynamics import LSTMDynamics  # noqa: E402
 from bioplaus.analysis.lyapunov import finite_time_mle, trajectory  # noqa: E402
+from bioplaus.runner import train_epoch
 from bioplaus.tasks.sequence import SequenceTask  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def train(task: SequenceTask, hidden: int, steps: int, lr: float, seed: int) -> 
     rule.attach(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     task.steps_per_epoch = steps
-    task.train_epoch(model, rule, optimizer, generator=torch.Generator().manual_seed(seed))
+    train_epoch(task, model, rule, optimizer, generator=torch.Generator().manual_seed(seed))
     return model
 
 

@@ -29,8 +29,9 @@ import torch  # noqa: E402
 
 from bioplaus import rules  # noqa: E402
 from bioplaus.nets.rate_rnn import RateRNN, load_checkpoint  # noqa: E402
+from bioplaus.runner.motor import adapt  # noqa: E402
 from bioplaus.tasks.motor import centre_out  # noqa: E402
-from bioplaus.tasks.motor_training import AdaptationResult, adapt  # noqa: E402
+from bioplaus.tasks.motor_training import AdaptationResult  # noqa: E402
 
 RFLO_LRS = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
 BPTT_LRS = [1e-5, 3e-5, 1e-4, 3e-4]

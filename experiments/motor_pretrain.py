@@ -18,7 +18,7 @@ import torch
 
 from bioplaus.analysis.feedback_control import feedback_alignment
 from bioplaus.nets.rate_rnn import RateRNN, save_checkpoint
-from bioplaus.tasks.motor_training import pretrain
+from bioplaus.runner.motor import pretrain
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ def test_no_side_effects_on_grads_rule_state_or_random_stream():
     after = torch.rand(3)
     torch.manual_seed(123)
     assert torch.equal(after, torch.rand(3))  # RNG restored
-    assert rule.feedback is None  # DFA builds B lazily; alignment's copy built its own
+    assert rule.matrix is None  # DFA builds B lazily; alignment's copy built its own
     for n, p in model.named_parameters():
         assert torch.equal(p.grad, sentinel[n])
 

@@ -15,8 +15,8 @@ import torch
 from bioplaus import rules
 from bioplaus.analysis.feedback_control import control_gradient_alignment, feedback_alignment
 from bioplaus.nets.rate_rnn import RateRNN
+from bioplaus.runner.motor import adapt, pretrain
 from bioplaus.tasks.motor import Timing, centre_out, reach_scores
-from bioplaus.tasks.motor_training import adapt, pretrain
 
 # A compressed trial (T = 80 steps, 0.4 s reach) keeps pre-training cheap; velocity pushes in a quarter of the
 # pre-training trials make the small net rely on (and learn) its controller within this budget.

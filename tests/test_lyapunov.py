@@ -24,8 +24,9 @@ from bioplaus.core import Rule
 from bioplaus.errors import ConfigError
 from bioplaus.nets.lstm import LSTMNet
 from bioplaus.nets.rate_rnn import RateRNN
+from bioplaus.runner import train_epoch, train_step
 from bioplaus.runner.config import RunConfig
-from bioplaus.tasks.motor import MotorTask, Timing, random_reaches
+from bioplaus.tasks.motor import MotorTask, Timing, TrialBatch, random_reaches
 
 
 class LinearMap:
@@ -259,14 +260,16 @@ def test_mle_weight_config_key():
     task = bioplaus.tasks.get("adding", T=6, batch_size=4, steps_per_epoch=2, n_test=4, mle_weight=2.0)
     plain = bioplaus.tasks.get("adding", T=6, batch_size=4, steps_per_epoch=2, n_test=4)
     model = bioplaus.nets.get("lstm", task.spec, hidden=8)
-    batch = next(task.batches(_generator()))
-    penalty = task.make_context(model, batch).loss - plain.make_context(model, batch).loss
+    batch = next(task.batches(model, _generator()))
+    penalty = task.context(model, batch).loss - plain.context(model, batch).loss
     expected = 2.0 * MLERegularizer(1.0).mle(model, batch[0]).mean()
     torch.testing.assert_close(penalty, expected)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    assert math.isfinite(task.train_epoch(model, bioplaus.rules.get("bptt"), optimizer, generator=_generator())["loss"])
+    assert math.isfinite(
+        train_epoch(task, model, bioplaus.rules.get("bptt"), optimizer, generator=_generator())["loss"]
+    )
     with pytest.raises(ConfigError, match="online"):
-        task.train_epoch(model, bioplaus.rules.get("tbptt_stream"), optimizer, generator=_generator())
+        train_epoch(task, model, bioplaus.rules.get("tbptt_stream"), optimizer, generator=_generator())
 
 
 def test_mle_weight_on_the_reaching_task():
@@ -284,7 +287,7 @@ def test_mle_weight_on_the_reaching_task():
     losses = []
     for weight in (0.0, 2.0):
         task, spy = MotorTask("random", 3, 1, tm, mle_weight=weight), Spy()
-        task.run_trials(model, spy, torch.optim.SGD(model.parameters(), lr=0.0), trials, _generator(1))
+        train_step(task, model, spy, torch.optim.SGD(model.parameters(), lr=0.0), TrialBatch(trials, _generator(1)))
         assert torch.isfinite(model.W_rec.grad).all() and torch.isfinite(model.W_fb.grad).all()
         losses.append(spy.loss)
     inputs = torch.cat([trials.inputs, trials.v_ref], -1)
@@ -293,6 +296,10 @@ def test_mle_weight_on_the_reaching_task():
     with pytest.raises(ConfigError, match="mle_weight"):
         bioplaus.tasks.get("reaching", mle_weight=-1.0)
     with pytest.raises(ConfigError, match="online"):
-        MotorTask("centre-out", 1, 1, mle_weight=0.1).train_epoch(
-            model, bioplaus.rules.get("rflo"), torch.optim.SGD(model.parameters(), lr=0.0), generator=_generator()
+        train_epoch(
+            MotorTask("centre-out", 1, 1, mle_weight=0.1),
+            model,
+            bioplaus.rules.get("rflo"),
+            torch.optim.SGD(model.parameters(), lr=0.0),
+            generator=_generator(),
         )

@@ -111,7 +111,7 @@ def test_dfa_two_hidden_layers_differs_from_bp_and_keeps_output_exact(float64):
     dfa = rules.get("dfa", seed=3)
     dfa.attach(model)
     got = _rule_grads(model, dfa, x, y)
-    assert dfa.feedback.shape == (4, 9)  # one matrix, as wide as the widest hidden layer
+    assert dfa.matrix.shape == (4, 9)  # one matrix, as wide as the widest hidden layer
     torch.testing.assert_close(got["layers.readout.weight"], expected["layers.readout.weight"])
     assert not torch.allclose(got["layers.fc1.weight"], expected["layers.fc1.weight"], atol=1e-3)
     # layer 2's update is δ₂ = f'(a₂) ⊙ (e B[:, :7]); check it against the formula
@@ -119,7 +119,7 @@ def test_dfa_two_hidden_layers_differs_from_bp_and_keeps_output_exact(float64):
     e = torch.autograd.grad(F.cross_entropy(out, y), out)[0]
     h1 = model.layers.fc1(x)
     a2 = F.linear(h1, model.layers.fc2.weight, model.layers.fc2.bias)
-    delta = (a2 > 0).double() * (e @ dfa.feedback[:, :7])
+    delta = (a2 > 0).double() * (e @ dfa.matrix[:, :7])
     torch.testing.assert_close(got["layers.fc2.weight"], delta.T @ h1)
 
 
@@ -155,5 +155,5 @@ def test_dfa_conv_layers_use_flattened_width(float64):
     dfa = rules.get("dfa", seed=0)
     dfa.attach(model)
     got = _rule_grads(model, dfa, x, y)
-    assert dfa.feedback.shape == (4, 3 * 8 * 8)  # widest hidden output: conv1, C·H·W
+    assert dfa.matrix.shape == (4, 3 * 8 * 8)  # widest hidden output: conv1, C·H·W
     assert all(g.abs().sum() > 0 for g in got.values())

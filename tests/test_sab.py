@@ -13,6 +13,7 @@ from bioplaus.analysis.graph_memory import SavedTensorMeter
 from bioplaus.core import Context, TaskSpec
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets.sab import AttentiveLSTM, sparsify
+from bioplaus.runner import train_epoch
 from bioplaus.tasks.sequence import SyntheticSequenceTask
 
 N_IN = 3
@@ -194,7 +195,7 @@ def _saved_bytes(model: torch.nn.Module, rule_name: str, T: int, **options) -> i
     rule = rules.get(rule_name, **options)
     rule.attach(model)
     with SavedTensorMeter(exclude=model.parameters()) as meter:
-        task.train_epoch(model, rule, torch.optim.SGD(model.parameters(), lr=0.0), generator=torch.Generator())
+        train_epoch(task, model, rule, torch.optim.SGD(model.parameters(), lr=0.0), generator=torch.Generator())
     return meter.peak
 
 

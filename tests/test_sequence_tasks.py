@@ -8,8 +8,9 @@ import torch
 
 import bioplaus
 from bioplaus import nets, rules, tasks
-from bioplaus.errors import ConfigError, DivergedError, ShapeError
+from bioplaus.errors import ConfigError, DivergedError
 from bioplaus.nets import MLP
+from bioplaus.runner import train_epoch
 from bioplaus.tasks.sequence import BLANK, MARKER, _takes_length, adding_batch, copy_batch
 
 TINY = {"batch_size": 4, "steps_per_epoch": 2, "n_test": 8}
@@ -46,7 +47,7 @@ def test_adding_layout():
 )
 def test_step_losses_sum_to_the_sequence_loss(name, options, loss_steps, float64):
     task = tasks.get(name, T=6, **TINY, **options)
-    x, y = next(task.batches(torch.Generator()))
+    x, y = next(task.batches(None, torch.Generator()))
     out = torch.randn(*x.shape[:2], task.spec.n_out)
     parts = [task.step_loss(out[:, t], y[:, t], t, x.shape[1]) for t in range(x.shape[1])]
     assert sum(p is not None for p in parts) == (loss_steps or x.shape[1])
@@ -90,7 +91,7 @@ def test_online_and_batch_training_reach_the_same_weights(float64):
         model = nets.get("sab_lstm", task.spec, hidden=6, k_top=2)
         rule = rules.get(name, k_trunc=3)
         rule.attach(model)
-        task.train_epoch(model, rule, torch.optim.Adam(model.parameters()), generator=torch.Generator().manual_seed(0))
+        train_epoch(task, model, rule, torch.optim.Adam(model.parameters()), generator=torch.Generator().manual_seed(0))
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(weights[0], weights[1], rtol=1e-9, atol=1e-11)
 
@@ -104,16 +105,18 @@ def test_non_finite_loss_raises_diverged(rule_name):
     rule = rules.get(rule_name)
     rule.attach(model)
     with pytest.raises(DivergedError):
-        task.train_epoch(model, rule, torch.optim.SGD(model.parameters(), lr=0.1), generator=torch.Generator())
+        train_epoch(task, model, rule, torch.optim.SGD(model.parameters(), lr=0.1), generator=torch.Generator())
 
 
 def test_wrong_models_are_named():
     task = tasks.get("delayed-recall", T=4, **TINY)
     mlp = MLP(task.spec.in_features, (8,), task.spec.n_out)
-    with pytest.raises(ShapeError, match="sequence model"):
-        task.train_epoch(mlp, rules.get("bp"), torch.optim.SGD(mlp.parameters(), lr=0.1), generator=torch.Generator())
-    with pytest.raises(ConfigError, match="reset_state"):
-        task.train_epoch(mlp, rules.get("tbptt_stream"), torch.optim.SGD(mlp.parameters(), lr=0.1), generator=None)
+    with pytest.raises(ConfigError, match="drives models that are sequence"):
+        train_epoch(task, mlp, rules.get("bp"), torch.optim.SGD(mlp.parameters(), lr=0.1), generator=torch.Generator())
+    with pytest.raises(ConfigError, match="recurrent, steppable"):
+        train_epoch(
+            task, mlp, rules.get("tbptt_stream"), torch.optim.SGD(mlp.parameters(), lr=0.1), generator=torch.Generator()
+        )
 
 
 @pytest.mark.parametrize(
@@ -132,7 +135,7 @@ def test_bad_task_options(options, match):
 
 def test_pixel_fashion_mnist_sequences():
     task = tasks.get("pixel-fashion-mnist", pixels_per_step=28, n_train=64, n_test=16)
-    x, y = next(task.batches(torch.Generator()))
+    x, y = next(task.batches(None, torch.Generator()))
     assert x.shape == (32, 28, 28) and task.spec.input_shape == (28, 28) and task.spec.n_out == 10
     assert (y[:, :-1] == 0).all() and 0.0 <= x.min() and x.max() <= 1.0
     permuted = tasks.get("pixel-fashion-mnist", permuted=True, n_train=64, n_test=16)

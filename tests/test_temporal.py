@@ -12,6 +12,7 @@ from bioplaus.analysis.graph_memory import SavedTensorMeter
 from bioplaus.core import Context, LSTMCell, RecurrentSettings, TaskSpec
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets import MLP
+from bioplaus.runner import train_epoch
 
 SPEC = TaskSpec((12, 3), 4)
 
@@ -80,7 +81,7 @@ def test_streaming_backward_equals_single_backward(name, float64):
         rule = rules.get(rule_name, k_trunc=3)
         rule.attach(model)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-        task.train_epoch(model, rule, optimizer, generator=torch.Generator().manual_seed(1))
+        train_epoch(task, model, rule, optimizer, generator=torch.Generator().manual_seed(1))
         results[rule_name] = grads(model)
     for n, g in results["tbptt"].items():
         assert g.abs().sum() > 0, n
@@ -97,7 +98,7 @@ def test_streaming_keeps_only_what_memories_reach():
         rule = rules.get(rule_name, **options)
         rule.attach(model)
         with SavedTensorMeter(exclude=model.parameters()) as meter:
-            task.train_epoch(model, rule, torch.optim.SGD(model.parameters(), lr=0.0), generator=torch.Generator())
+            train_epoch(task, model, rule, torch.optim.SGD(model.parameters(), lr=0.0), generator=torch.Generator())
         peaks[rule_name] = meter.peak
     assert peaks["tbptt_stream"] < peaks["bptt"] / 8
 

@@ -57,33 +57,60 @@ def alignment(
     Returns:
         Name → cosine (NaN where either gradient is zero, e.g. a layer the rule does not train).
     """
-    if by not in ("layer", "parameter"):
-        raise ConfigError(f"alignment by must be 'layer' or 'parameter', got {by!r}")
+    check_by(by)
     if rule.online:
         raise TypeError(f"rule '{rule.name}' learns online; alignment() compares batch updates")
     context_fn = context_fn or cross_entropy_context
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    named = trainable(model)
     params = [p for _, p in named]
     shared = itertools.chain(model.modules(), model.parameters(), model.buffers())
     probe = copy.deepcopy(rule, {id(obj): obj for obj in shared})
     saved_grads = [p.grad for p in params]
-    devices = sorted({p.device.index for p in params if p.device.type == "cuda"})
     try:
         for p in params:
             p.grad = None
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=cuda_devices(params)):
             rng = torch.get_rng_state()
             probe.update(model, context_fn(model, batch))
             rule_grads = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
             torch.set_rng_state(rng)
-            with default_settings(model):
-                loss = context_fn(model, batch).loss
-                true = torch.autograd.grad(loss, params, allow_unused=True)
+            true_grads = true_gradient(model, params, batch, context_fn)
     finally:
         for p, g in zip(params, saved_grads, strict=True):
             p.grad = g
-    true_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, true, strict=True)]
+    return grouped_cosines(named, rule_grads, true_grads, by)
 
+
+def check_by(by: str) -> None:
+    """Raise ``ConfigError`` unless ``by`` is ``"layer"`` or ``"parameter"``."""
+    if by not in ("layer", "parameter"):
+        raise ConfigError(f"alignment by must be 'layer' or 'parameter', got {by!r}")
+
+
+def trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The parameters that require gradients, with their names."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def cuda_devices(params: list[torch.Tensor]) -> list[int]:
+    """CUDA device indices of ``params`` (whose RNGs ``fork_rng`` must save)."""
+    return sorted({p.device.index for p in params if p.device.type == "cuda"})
+
+
+def true_gradient(
+    model: nn.Module, params: list[torch.Tensor], batch: Any, context_fn: ContextFn
+) -> list[torch.Tensor]:
+    """Autograd's gradient of the context's loss with every layer at its default (plain backprop); 0 if unused."""
+    with default_settings(model):
+        loss = context_fn(model, batch).loss
+        true = torch.autograd.grad(loss, params, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, true, strict=True)]
+
+
+def grouped_cosines(
+    named: list[tuple[str, nn.Parameter]], rule_grads: list[torch.Tensor], true_grads: list[torch.Tensor], by: str
+) -> dict[str, float]:
+    """Cosine per module (``by="layer"``: a module's own parameters together) or per parameter."""
     groups: dict[str, list[int]] = {}
     for i, (name, _) in enumerate(named):
         key = name if by == "parameter" else name.rpartition(".")[0] or name

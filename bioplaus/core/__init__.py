@@ -1,5 +1,6 @@
 """The core: layers a rule can configure, the context of global signals, the Rule base class."""
 
+from bioplaus.core.capabilities import Capability, capabilities_of
 from bioplaus.core.context import Context
 from bioplaus.core.convert import convert
 from bioplaus.core.layers import (
@@ -16,11 +17,13 @@ from bioplaus.core.layers import (
 )
 from bioplaus.core.recurrent import LSTMCell, RecurrentLayer, RecurrentSettings, recurrent_layers
 from bioplaus.core.rule import Rule
+from bioplaus.core.rule_state import RuleState
 from bioplaus.core.spec import TaskSpec
 from bioplaus.core.weight_ops import Conv2dOp, FeedbackTransform, LinearOp, Local2dOp
 
 __all__ = [
     "ACTIVATIONS",
+    "Capability",
     "Context",
     "Conv2d",
     "Conv2dOp",
@@ -35,7 +38,9 @@ __all__ = [
     "RecurrentLayer",
     "RecurrentSettings",
     "Rule",
+    "RuleState",
     "TaskSpec",
+    "capabilities_of",
     "convert",
     "default_settings",
     "install_projections",

@@ -7,6 +7,12 @@
 3. Global signals arrive in a :class:`~bioplaus.core.context.Context`: ``update(model, ctx)``
    once per batch, or ``step(model, ctx)`` once per time step for online rules (``online = True``).
 4. Nothing anywhere branches on a rule's name.
+5. The contract is typed: ``requires`` names the model capabilities the rule needs and
+   ``signals`` the context fields it reads (:mod:`bioplaus.core.capabilities`); the runner checks
+   both against the model and the task before anything trains.
+6. What the rule learns or accumulates lives in :attr:`Rule.state`, an ``nn.Module``
+   (:class:`~bioplaus.core.rule_state.RuleState`), never in a hyperparameter's attribute;
+   ``attach`` twice to the same model is the same as once.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from bioplaus.core.capabilities import Capability
 from bioplaus.core.context import Context
 from bioplaus.core.layers import weight_layers
+from bioplaus.core.rule_state import RuleState
 
 
 class Rule:
@@ -39,6 +47,38 @@ class Rule:
     needs_graph: ClassVar[bool] = True
     """False for rules that compute their update from recorded values without autograd: a task
     may then run the forward pass without recording a graph (faster, less memory)."""
+
+    requires: ClassVar[frozenset[Capability]] = frozenset()
+    """Model capabilities the rule needs (checked before training)."""
+
+    signals: ClassVar[frozenset[str]] = frozenset({"loss"})
+    """Context fields and signals the rule reads (checked against the task's ``provides``)."""
+
+    reference: ClassVar[str | None] = None
+    """For online rules: the registered online rule whose step is the exact online gradient in the
+    same setting, which per-step alignment compares against (batch rules are compared with
+    autograd's gradient with every layer at its default)."""
+
+    @property
+    def state(self) -> RuleState:
+        """The rule's state module (feedback matrices, traces, ...), created empty on first use."""
+        state = self.__dict__.get("_state")
+        if state is None:
+            state = self.__dict__["_state"] = RuleState()
+        return state
+
+    def to(self, *args: Any, **kwargs: Any) -> Rule:
+        """Move the rule's state, as ``nn.Module.to``; returns the rule."""
+        self.state.to(*args, **kwargs)
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        """The rule's state tensors (what a checkpoint saves)."""
+        return self.state.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the state saved by :meth:`state_dict` (call after :meth:`attach`)."""
+        self.state.load_state_dict(state_dict)
 
     def attach(self, model: nn.Module) -> None:
         """Configure ``model``'s layers for this rule (called once, before training)."""

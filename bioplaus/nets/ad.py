@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bioplaus.core import Linear, TaskSpec
+from bioplaus.core.capabilities import Capability
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets._registry import register
 
@@ -121,6 +122,8 @@ class ADNet(nn.Module):
     Raises:
         ConfigError: for empty or non-positive widths or heads.
     """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LAYERED, Capability.LAYERWISE_Q})
 
     def __init__(
         self,

@@ -26,11 +26,13 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from bioplaus.core import Conv2d, Linear, Local2d, Local2dOp, TaskSpec, weight_layers
+from bioplaus.core.capabilities import Capability
 from bioplaus.errors import ConfigError
 from bioplaus.nets._registry import register
 from bioplaus.nets.gevb_architectures import ARCHITECTURES, Stage, select_arch
@@ -68,6 +70,8 @@ class ConventionalNet(nn.Sequential):
     Raises:
         ConfigError: for an unknown option value, or an input too small for the conv/LC stages.
     """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LAYERED})
 
     def __init__(
         self,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from bioplaus.core import Conv2d, Linear, TaskSpec
+from bioplaus.core.capabilities import Capability
 from bioplaus.errors import ConfigError
 from bioplaus.nets._registry import register
 
@@ -28,6 +30,8 @@ class ConvNet(nn.Module):
         n_out: output size (classes).
         activation: nonlinearity, by name.
     """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LAYERED})
 
     def __init__(
         self,

@@ -8,10 +8,13 @@ sequence. Tasks drive ``step`` themselves for online rules (``rule.step`` at eve
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from bioplaus.core import Linear, TaskSpec
+from bioplaus.core.capabilities import Capability
 from bioplaus.core.recurrent import LSTMCell, State
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets._registry import register
@@ -29,6 +32,10 @@ class SequenceNet(nn.Module):
         n_out: output size per step.
         readout_features: size of the per-step features the readout sees.
     """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.LAYERED, Capability.RECURRENT, Capability.SEQUENCE, Capability.STEPPABLE}
+    )
 
     def __init__(self, n_in: int, hidden: int, n_out: int, readout_features: int):
         super().__init__()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from bioplaus.core import Linear, TaskSpec
+from bioplaus.core.capabilities import Capability
 from bioplaus.errors import ConfigError
 from bioplaus.nets._registry import register
 
@@ -23,6 +25,8 @@ class MLP(nn.Module):
         activation: hidden nonlinearity, by name (see ``bioplaus.core.ACTIVATIONS``).
         bias: whether layers have biases.
     """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LAYERED})
 
     def __init__(
         self,

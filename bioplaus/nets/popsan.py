@@ -33,11 +33,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from bioplaus.core.capabilities import Capability
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets.spiking import SpikingLinear, spiking_layers
 
@@ -131,6 +132,8 @@ class PopSAN(nn.Module):
         carry_threshold: keep the threshold memory across forward calls until :meth:`reset`.
         threshold_options: options of the threshold (default for ``bdett``: ``psi=6`` as in PopSAN).
     """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.SPIKING})
 
     def __init__(
         self,

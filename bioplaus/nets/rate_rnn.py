@@ -40,13 +40,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bioplaus.core import TaskSpec
+from bioplaus.core.capabilities import Capability
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets._registry import register
 
@@ -111,6 +112,8 @@ class RateRNN(nn.Module):
         tau: membrane time constant in seconds (``α = dt/τ``).
         mask_seed: seed of the feedback mask (used only when ``fb_density < 1``).
     """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.CONTROLLED_RNN})
 
     def __init__(
         self,

@@ -23,12 +23,13 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from bioplaus.core import Conv2dOp, Layer, LinearOp, Local2dOp, TaskSpec
+from bioplaus.core.capabilities import Capability
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets._registry import register
 from bioplaus.nets.gevb_architectures import ARCHITECTURES, Architecture, select_arch
@@ -301,6 +302,8 @@ class VNN(nn.Module):
         nonnegative: constrain every weight past the first layer to be ≥ 0 (projection after each step).
         init: ``"onoff"`` or ``"he"``; ``"auto"`` picks ON/OFF for nonnegative nets.
     """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LAYERED, Capability.VECTORIZED})
 
     def __init__(self, layers: OrderedDict[str, nn.Module], nonnegative: bool = True, init: str = "auto"):
         super().__init__()

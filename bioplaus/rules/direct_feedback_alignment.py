@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bioplaus.core import Context, Rule, require_layers, weight_layers
+from bioplaus.core import Capability, Context, Rule, require_layers, weight_layers
 from bioplaus.errors import ShapeError
 from bioplaus.rules._registry import register
 
@@ -29,7 +29,9 @@ class DirectFeedbackAlignment(Rule):
     injected at each hidden layer's output (after its activation) and one
     ``torch.autograd.backward`` call computes all weight gradients. No error crosses layers,
     and no input gradients are computed, so a DFA step is cheaper than a BP step.
-    ``B`` is drawn at the first update, when the layer widths are known (as in the official code).
+    ``B`` is drawn at the first update, when the layer widths are known (as in the official code),
+    and kept in the rule's :attr:`~bioplaus.core.Rule.state` (buffer ``matrix``, also
+    :attr:`matrix`); a ``feedback`` argument is copied into the state and never replaced.
 
     Args:
         low: lower bound of the uniform feedback entries (``0.0`` gives the paper's "DFA+").
@@ -38,29 +40,40 @@ class DirectFeedbackAlignment(Rule):
         feedback: a fixed ``(n_out, width)`` matrix to use instead of a random one.
     """
 
+    requires = frozenset({Capability.LAYERED})
+    signals = frozenset({"loss", "output"})
+
     def __init__(
         self, low: float = -1.0, high: float = 1.0, seed: int | None = None, feedback: torch.Tensor | None = None
     ):
         self.low, self.high, self.seed = low, high, seed
         self.feedback = feedback
 
+    @property
+    def matrix(self) -> torch.Tensor | None:
+        """The feedback matrix ``B`` in use (``None`` until the first update draws it)."""
+        return self.state.get("matrix") if self.state.has("matrix") else None
+
     def attach(self, model: nn.Module) -> None:
         layers = require_layers(model, self.name)
         for _, layer in layers[:-1]:
             layer.configure(detach_input=True, record={"output"})
         layers[-1][1].configure(detach_input=True)
+        if self.feedback is not None and not self.state.has("matrix"):
+            self.state.set_buffer("matrix", self.feedback.detach().clone())
 
     def _matrix(self, error: torch.Tensor, width: int) -> torch.Tensor:
-        if self.feedback is None:
+        if not self.state.has("matrix"):
             generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
             matrix = torch.empty(error.shape[1], width, dtype=error.dtype)
-            self.feedback = matrix.uniform_(self.low, self.high, generator=generator).to(error.device)
-        if self.feedback.shape[0] != error.shape[1] or self.feedback.shape[1] < width:
+            self.state.set_buffer("matrix", matrix.uniform_(self.low, self.high, generator=generator).to(error.device))
+        matrix = self.state.get("matrix")
+        if matrix.shape[0] != error.shape[1] or matrix.shape[1] < width:
             raise ShapeError(
-                f"dfa feedback matrix has shape {tuple(self.feedback.shape)}; it needs {error.shape[1]} rows "
+                f"dfa feedback matrix has shape {tuple(matrix.shape)}; it needs {error.shape[1]} rows "
                 f"(the output size) and at least {width} columns (the widest hidden layer)"
             )
-        return self.feedback
+        return matrix
 
     def update(self, model: nn.Module, ctx: Context) -> None:
         ctx.require("loss", "output", rule=f"rule '{self.name}'")

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bioplaus.core import Context, Rule, weight_layers
+from bioplaus.core import Capability, Context, Rule, weight_layers
 from bioplaus.errors import ConfigError
 from bioplaus.rules._registry import register
 
@@ -54,6 +54,9 @@ class DistributedTD(Rule):
     Args:
         clip: maximum global gradient norm per cell (official: 1.0); ``None`` disables it.
     """
+
+    requires = frozenset({Capability.LAYERWISE_Q})
+    signals = frozenset({"layer_losses"})
 
     def __init__(self, clip: float | None = 1.0) -> None:
         if clip is not None and not clip > 0:

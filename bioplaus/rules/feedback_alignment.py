@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from bioplaus.core import require_layers
+from bioplaus.core import Capability, require_layers
+from bioplaus.core.rule_state import StateFeedback, state_key
 from bioplaus.rules._registry import register
 from bioplaus.rules.backprop import Backprop
 
@@ -28,9 +29,11 @@ class FeedbackAlignment(Backprop):
     oracle "FA with B = W is BP" holds exactly; in the paper's (in × out) convention that is
     B = Wᵀ) and is drawn once, like PyTorch's default weight init scaled by ``scale``:
     ``B ~ U(−s/√fan_in, s/√fan_in)`` (fan_in: the weights feeding one output value). The output
-    layer's weight gradient is exact; the feedback matrices live in :attr:`feedback` (by layer
-    name) and can be replaced in place. Works for every layer kind in :mod:`bioplaus.core`
-    (linear, conv, locally connected): the weight-transport
+    layer's weight gradient is exact; the feedback matrices are buffers of the rule's
+    :attr:`~bioplaus.core.Rule.state` (moved by ``rule.to``, saved by ``rule.state_dict``);
+    :attr:`feedback` gives them by layer name, and they can be replaced in place. Attaching
+    again to a model whose layers have matrices of the right shapes keeps them. Works for every
+    layer kind in :mod:`bioplaus.core` (linear, conv, locally connected): the weight-transport
     swap is done by :class:`~bioplaus.core.FeedbackTransform`, so a step costs the same as BP.
 
     Args:
@@ -39,17 +42,33 @@ class FeedbackAlignment(Backprop):
             (which the runner seeds per run).
     """
 
+    requires = frozenset({Capability.LAYERED})
+
     def __init__(self, scale: float = 1.0, seed: int | None = None):
         self.scale = scale
         self.seed = seed
-        self.feedback: dict[str, torch.Tensor] = {}
+
+    @property
+    def feedback(self) -> dict[str, torch.Tensor]:
+        """The feedback matrices ``B`` by layer name (the state's own tensors: edit them in place)."""
+        return {name: self.state.get(key) for name, key in self.__dict__.get("_keys", {}).items()}
 
     def attach(self, model: nn.Module) -> None:
-        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
-        self.feedback = {}
-        for name, layer in require_layers(model, self.name):
-            weight = layer.weight
-            bound = self.scale / math.sqrt(layer.fan_in)
-            matrix = torch.empty(weight.shape, dtype=weight.dtype).uniform_(-bound, bound, generator=generator)
-            self.feedback[name] = matrix.to(weight.device)
-            layer.configure(feedback=self.feedback[name])
+        layers = require_layers(model, self.name)
+        keys = {name: state_key(name) for name, _ in layers}
+        state = self.state
+        kept = all(
+            state.has(key) and state.get(key).shape == layer.weight.shape
+            for (_, layer), key in zip(layers, keys.values(), strict=True)
+        )
+        if not kept:
+            state.clear()
+            generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+            for (_, layer), key in zip(layers, keys.values(), strict=True):
+                weight = layer.weight
+                bound = self.scale / math.sqrt(layer.fan_in)
+                matrix = torch.empty(weight.shape, dtype=weight.dtype).uniform_(-bound, bound, generator=generator)
+                state.set_buffer(key, matrix.to(weight.device))
+        self._keys = keys
+        for (_, layer), key in zip(layers, keys.values(), strict=True):
+            layer.configure(feedback=StateFeedback(state, key))

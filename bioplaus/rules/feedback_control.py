@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from bioplaus.core import Context, Rule
+from bioplaus.core import Capability, Context, Rule
 from bioplaus.errors import ConfigError
 from bioplaus.nets.rate_rnn import RateRNN
 from bioplaus.rules._registry import register
@@ -51,6 +51,9 @@ class FeedbackControlRule(Rule):
 
     online = True
     needs_graph: ClassVar[bool] = False
+    requires = frozenset({Capability.CONTROLLED_RNN})
+    signals = frozenset({"feedback_error", "t"})
+    reference = "online_bptt"
 
     def __init__(self) -> None:
         self._frozen: list[nn.Parameter] = []
@@ -95,7 +98,6 @@ class _LocalRule(FeedbackControlRule):
         if feedback not in FEEDBACK:
             raise ConfigError(f"feedback must be one of {FEEDBACK} (B = M⊙W_fb or W_outᵀ), got {feedback!r}")
         self.feedback = feedback
-        self._buffer: torch.Tensor | None = None
 
     def projection(self, model: RateRNN) -> torch.Tensor:
         """``B``, shape ``(n, n_out)``: ``M ⊙ W_fb`` or ``W_outᵀ``."""
@@ -108,13 +110,14 @@ class _LocalRule(FeedbackControlRule):
     def _write(self, model: RateRNN, signal: torch.Tensor, presynaptic: torch.Tensor) -> None:
         """``p.grad += −Δ_t``, ``Δ_t[i, j] = signal_i · presynaptic[i, j]`` (presynaptic may broadcast over i).
 
-        The per-trial product goes into a buffer kept across steps (a fresh ``(B, n, n)`` tensor per
-        step costs more than the product on a CPU), unless ``W_rec.grad`` still is that buffer.
+        The per-trial product goes into a scratch tensor kept across steps (a fresh ``(B, n, n)``
+        tensor per step costs more than the product on a CPU), unless ``W_rec.grad`` still is that
+        tensor. The scratch holds no state (it is overwritten at every step), so it is not saved.
         """
         shape = (signal.shape[0], signal.shape[1], presynaptic.shape[-1])
-        grad, buffer = model.W_rec.grad, self._buffer
+        grad, buffer = model.W_rec.grad, self.__dict__.get("_scratch")
         if buffer is None or buffer.shape != shape or (grad is not None and grad.data_ptr() == buffer.data_ptr()):
-            self._buffer = buffer = signal.new_empty(shape)
+            self._scratch = buffer = signal.new_empty(shape)
         torch.mul(signal.neg().unsqueeze(-1), presynaptic, out=buffer)
         self._accumulate(model.W_rec, model.per_condition(buffer))
 
@@ -129,13 +132,14 @@ class RFLO(_LocalRule):
 
     def reset(self, model: nn.Module) -> None:
         s = self._model(model).state
-        self.trace = s.x.new_zeros(s.x.shape[0], model.n, model.n)
+        self.state.set_buffer("trace", s.x.new_zeros(s.x.shape[0], model.n, model.n))
 
     def step(self, model: nn.Module, ctx: Context) -> None:
         model, s = self._model(model), model.state
+        trace = self.state.get("trace")  # P_t, (B, n, n)
         post = (s.x > 0).to(s.x.dtype).unsqueeze(-1)  # φ'(x_t), (B, n, 1)
-        self.trace.baddbmm_(post, s.r_prev.detach().unsqueeze(1), beta=1 - model.alpha, alpha=model.alpha)
-        self._write(model, self.learning_signal(model, ctx), self.trace)
+        trace.baddbmm_(post, s.r_prev.detach().unsqueeze(1), beta=1 - model.alpha, alpha=model.alpha)
+        self._write(model, self.learning_signal(model, ctx), trace)
 
 
 @register("fed")
@@ -148,12 +152,13 @@ class FED(_LocalRule):
 
     def reset(self, model: nn.Module) -> None:
         model = self._model(model)
-        self.filtered = model.alpha * model.state.r.detach()
+        self.state.set_buffer("filtered", model.alpha * model.state.r.detach())
 
     def step(self, model: nn.Module, ctx: Context) -> None:
         model = self._model(model)
-        self.filtered = (1 - model.alpha) * self.filtered + model.alpha * model.state.r.detach()
-        self._write(model, self.learning_signal(model, ctx), self.filtered.unsqueeze(1))
+        filtered = (1 - model.alpha) * self.state.get("filtered") + model.alpha * model.state.r.detach()
+        self.state.set_buffer("filtered", filtered)
+        self._write(model, self.learning_signal(model, ctx), filtered.unsqueeze(1))
 
 
 @register("online_bptt")
@@ -168,8 +173,8 @@ class OnlineBPTT(FeedbackControlRule):
 
     .. math::
         \delta_t = D_t b_t, \qquad
-        \delta_s = D_s ig(b_t + lpha W_{s+1}^	op \delta_{s+1}ig) + (1-lpha)\, \delta_{s+1},
-        \qquad rac{\partial L_t}{\partial W_{rec}} = lpha \sum_{s \le t} \delta_s r_{s-1}^	op
+        \delta_s = D_s \big(b_t + \alpha W_{s+1}^\top \delta_{s+1}\big) + (1-\alpha)\, \delta_{s+1},
+        \qquad \frac{\partial L_t}{\partial W_{rec}} = \alpha \sum_{s \le t} \delta_s r_{s-1}^\top
 
     with ``D_s = diag φ'(x_s)`` and ``W_s`` the weights used at step ``s`` (stored per step: the
     exact gradient under online updates, pitfall P8). The official code lets autograd reuse the
@@ -178,29 +183,35 @@ class OnlineBPTT(FeedbackControlRule):
     """
 
     def reset(self, model: nn.Module) -> None:
-        self._gates: list[torch.Tensor] = []  # D_s as vectors φ'(x_s), (B, n)
-        self._pre: list[torch.Tensor] = []  # r_{s−1}, (B, n)
-        self._weights: list[torch.Tensor] = []  # W_s
+        """Start the trial's history in the rule's state: per step ``φ'(x_s)``, ``r_{s−1}`` and ``W_s``.
+
+        The history is rebuilt at every trial start, so it is kept as lists on the state module,
+        not as buffers (checkpoints fall between trials).
+        """
+        self.state.gates = []  # D_s as vectors φ'(x_s), (B, n)
+        self.state.pre = []  # r_{s−1}, (B, n)
+        self.state.weights = []  # W_s
 
     def step(self, model: nn.Module, ctx: Context) -> None:
-        model, s = self._model(model), model.state
-        self._gates.append((s.x > 0).to(s.x.dtype).detach())
-        self._pre.append(s.r_prev.detach())
-        self._weights.append(model.W_rec.detach().clone())
+        model, s, history = self._model(model), model.state, self.state
+        gates, pres, weights = history.gates, history.pre, history.weights
+        gates.append((s.x > 0).to(s.x.dtype).detach())
+        pres.append(s.r_prev.detach())
+        weights.append(model.W_rec.detach().clone())
         e = ctx.signal("feedback_error").detach()
         per_condition = e.shape[0] // model.conditions if model.W_rec.dim() == 3 else e.shape[0]
         position = model.error == "position"
         grad_v = -2.0 / (per_condition * e.shape[1]) * (model.dt if position else 1.0) * e  # ∂L_t/∂v_s
         direct = model.readout_vjp(grad_v, s.cursor)  # ∂L_t/∂r_s for the steps the error depends on
-        t, alpha = len(self._gates), model.alpha
+        t, alpha = len(gates), model.alpha
         delta = e.new_empty(e.shape[0], t, model.n)
-        delta[:, -1] = self._gates[-1] * direct
+        delta[:, -1] = gates[-1] * direct
         for i in range(t - 2, -1, -1):
-            back = model.recurrent_vjp(delta[:, i + 1], self._weights[i + 1]).mul_(alpha)
+            back = model.recurrent_vjp(delta[:, i + 1], weights[i + 1]).mul_(alpha)
             if position:
                 back.add_(direct)
-            delta[:, i] = back.mul_(self._gates[i]).add_(delta[:, i + 1], alpha=1 - alpha)
-        pre = torch.stack(self._pre, 1)
+            delta[:, i] = back.mul_(gates[i]).add_(delta[:, i + 1], alpha=1 - alpha)
+        pre = torch.stack(pres, 1)
         if model.W_rec.dim() == 3:
             grad = torch.bmm(delta.reshape(model.conditions, -1, model.n).transpose(1, 2),
                              pre.reshape(model.conditions, -1, model.n))  # fmt: skip

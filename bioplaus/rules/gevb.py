@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bioplaus.core import Context, Rule
+from bioplaus.core import Capability, Context, Rule
 from bioplaus.errors import ConfigError
 from bioplaus.nets.vnn import VNN, VectorLayer
 from bioplaus.rules._registry import register
@@ -45,6 +45,9 @@ def _accumulate(param: torch.Tensor, grad: torch.Tensor) -> None:
 
 class ScalarCreditRule(Rule):
     """Shared machinery of ``gevb`` and ``scalar_bp``: they differ only in the per-unit credit."""
+
+    requires = frozenset({Capability.VECTORIZED})
+    signals = frozenset({"loss", "output"})
 
     def attach(self, model: nn.Module) -> None:
         if not isinstance(model, VNN):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bioplaus.core import Context, Rule
+from bioplaus.core import Capability, Context, Rule
 from bioplaus.core.recurrent import StoredStates, recurrent_layers
 from bioplaus.errors import ConfigError
 from bioplaus.rules._registry import register
@@ -43,6 +43,8 @@ class TBPTT(Rule):
         k_trunc: segment length; gradient flows back along the recurrent state only to the start
             of the current segment (global grid ``[0, k), [k, 2k), …``).
     """
+
+    requires = frozenset({Capability.RECURRENT})
 
     def __init__(self, k_trunc: int = 5):
         self.k_trunc = _check_k(k_trunc)
@@ -96,6 +98,8 @@ class StreamingTBPTT(TBPTT):
     """
 
     online = True
+    requires = frozenset({Capability.RECURRENT, Capability.STEPPABLE})
+    signals = frozenset({"loss", "t", "sequence_end"})
 
     def __init__(self, k_trunc: int = 5):
         super().__init__(k_trunc)

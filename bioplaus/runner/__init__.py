@@ -4,6 +4,7 @@ from bioplaus.runner.compare import build_optimizer, compare, run_config, train_
 from bioplaus.runner.config import RunConfig, apply_overrides, load_toml, parse_value
 from bioplaus.runner.result import Comparison
 from bioplaus.runner.sweep import sweep
+from bioplaus.runner.training import train_epoch, train_step
 
 __all__ = [
     "Comparison",
@@ -15,5 +16,7 @@ __all__ = [
     "parse_value",
     "run_config",
     "sweep",
+    "train_epoch",
     "train_run",
+    "train_step",
 ]

@@ -16,11 +16,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bioplaus import nets, rules, tasks
-from bioplaus.analysis import alignment
-from bioplaus.core import Rule, TaskSpec, install_projections
+from bioplaus.core import Rule, TaskSpec
 from bioplaus.errors import ConfigError, DivergedError
 from bioplaus.runner.config import RunConfig, check_rule_options
+from bioplaus.runner.preflight import check_plan
 from bioplaus.runner.result import Comparison, environment
+from bioplaus.runner.training import AlignmentSchedule, train_epoch
 from bioplaus.tasks import Task
 
 ModelFactory = Callable[[TaskSpec], nn.Module]
@@ -105,20 +106,19 @@ def train_run(
     model = make_model(task.spec).to(cfg.device)
     rule = make_rule()
     rule.attach(model)
+    rule.to(cfg.device)
+    task.check(model, rule)
     optimizer = build_optimizer(rule.param_groups(model), cfg)
-    install_projections(model, optimizer)
     generator = torch.Generator().manual_seed(seed)
     log = _RunLog(label, seed)
     optimizer.register_step_post_hook(log.count_step)
-    train_seconds = probe_seconds = 0.0
-
-    def before_update(batch: Any) -> None:
-        nonlocal probe_seconds
-        if cfg.alignment_every and log.steps % cfg.alignment_every == 0:
-            start = time.perf_counter()
-            cosines = alignment(model, rule, batch, task.make_context)
-            log.add("train", {f"alignment/{name}": c for name, c in cosines.items()})
-            probe_seconds += time.perf_counter() - start
+    schedule = AlignmentSchedule(
+        cfg.alignment_every,
+        lambda cosines: log.add("train", cosines),
+        lambda: log.steps,
+        reference=rules.get(rule.reference) if rule.online and rule.reference else None,
+    )
+    train_seconds = 0.0
 
     def evaluate() -> dict[str, dict[str, float]]:
         results = task.evaluate(model)
@@ -136,8 +136,8 @@ def train_run(
             log.epoch += 1
             start = time.perf_counter()
             try:
-                train_metrics = task.train_epoch(
-                    model, rule, optimizer, generator=generator, before_update=before_update
+                train_metrics = train_epoch(
+                    task, model, rule, optimizer, generator=generator, alignment_schedule=schedule
                 )
             finally:
                 train_seconds += time.perf_counter() - start
@@ -148,7 +148,7 @@ def train_run(
     except DivergedError as err:
         warnings.warn(f"run {label} (seed {seed}) diverged: {err}", RuntimeWarning, stacklevel=2)
         status, message = "diverged", str(err)
-    return RunOutcome(log.rows, status, message, log.steps, train_seconds - probe_seconds)
+    return RunOutcome(log.rows, status, message, log.steps, train_seconds - schedule.seconds)
 
 
 def _rule_factories(
@@ -271,6 +271,7 @@ def compare(
     else:
         make_model = model
 
+    check_plan(task_obj, make_model, plan, cfg.model if isinstance(model, str) else None)
     config = cfg.to_dict() | {
         "task": cfg.task if isinstance(task, str) else repr(task_obj),
         "model": cfg.model if isinstance(model, str) else getattr(model, "__qualname__", repr(model)),

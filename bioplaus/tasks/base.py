@@ -1,62 +1,110 @@
-"""The task interface: what is learned, how one epoch of training runs, how it is evaluated."""
+"""The task interface: what is learned, which context each batch gives, how it is evaluated.
+
+A task says *what* is learned and leaves *how an update is applied* to the runner
+(:func:`bioplaus.runner.train_step`): the runner zeroes gradients, checks the loss, calls the
+rule, clips, steps the optimizer, projects constrained weights and probes alignment, the same
+way for every task and rule. A task supplies
+
+- :meth:`Task.batches`: the updates of one epoch (data batches, trials, replay batches while
+  an environment is run between them);
+- :meth:`Task.context`: the :class:`~bioplaus.core.Context` of one batch, for batch rules;
+- :meth:`Task.steps`: for online rules, the model run one time step at a time, one context per
+  step (tasks that support online rules have ``"t"`` in :attr:`Task.provides`);
+- :meth:`Task.batch_metrics` and :meth:`Task.epoch_metrics`: running training metrics;
+- :meth:`Task.evaluate`: held-out metrics after each epoch.
+
+Its class attributes are its typed contract: :attr:`Task.requires` (capabilities of the models
+it can drive) and :attr:`Task.provides` (the context fields and signals it fills in).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Generator, Iterator, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from bioplaus.core import Context, Rule, TaskSpec
-from bioplaus.errors import DivergedError
+from bioplaus.core import Capability, Context, Rule, TaskSpec
+from bioplaus.errors import ConfigError, DivergedError
 
-BatchHook = Callable[[Any], None]
+Metrics = tuple[Mapping[str, float], float]
+"""Sums of training metrics over one batch and the batch's weight (the runner reports sum ÷ weight)."""
 
 
 class Task(ABC):
-    """A task owns its data or environment and its training loop.
+    """A task owns its data or environment; the runner owns the training step.
 
-    The runner builds one model per (rule, seed) from :attr:`spec` and calls
-    :meth:`train_epoch` and :meth:`evaluate` alternately, the same way for every rule (nothing
-    here branches on a rule's name). Subclasses for supervised data, RL environments, motor
-    trials or sequences differ in what an "epoch" is and what signals the context carries.
+    Attributes:
+        name: the task's name in tables and messages.
+        spec: what the model must accept and produce (:class:`~bioplaus.core.TaskSpec`).
+        requires: capabilities every model the task drives must have.
+        provides: context fields and signals the task's contexts carry (``"t"``: it runs
+            online rules, one context per time step).
+        clip_grad_norm: clip the global gradient norm to this before each optimizer step
+            (``None``: never); applied by the runner.
+        online_step: for online rules, ``"time_step"`` steps the optimizer after every time
+            step (motor adaptation), ``"batch"`` once per batch after the last time step.
     """
 
     name: str = "task"
     spec: TaskSpec
+    requires: ClassVar[frozenset[Capability]] = frozenset()
+    provides: ClassVar[frozenset[str]] = frozenset({"loss", "output", "target"})
+    clip_grad_norm: float | None = None
+    online_step: ClassVar[str] = "batch"
+
+    def check(self, model: nn.Module, rule: Rule) -> None:  # noqa: B027 - an optional hook
+        """Raise ``ConfigError`` if this task cannot train ``model`` with ``rule`` for a reason the
+        typed contract does not express (called before training; the default accepts)."""
 
     @abstractmethod
-    def train_epoch(
-        self,
-        model: nn.Module,
-        rule: Rule,
-        optimizer: torch.optim.Optimizer,
-        *,
-        generator: torch.Generator,
-        before_update: BatchHook | None = None,
-    ) -> dict[str, float]:
-        """Train for one epoch; return running training metrics (e.g. ``{"loss": …, "accuracy": …}``).
+    def batches(self, model: nn.Module, generator: torch.Generator) -> Iterator[Any]:
+        """The batches of one epoch; the runner applies one update per batch before asking for the next.
 
-        Args:
-            model: the model being trained.
-            rule: the rule that writes ``p.grad`` from each context.
-            optimizer: applies the gradients.
-            generator: the run's random generator (batch order, exploration, ...).
-            before_update: called with each batch before it is used (e.g. to log alignment).
-
-        Raises:
-            DivergedError: when the loss becomes non-finite.
+        A task that keeps per-run state (an environment, a replay buffer) sets it up here the first
+        time it sees ``model``.
         """
+
+    def context(self, model: nn.Module, batch: Any) -> Context:
+        """Run ``model`` on ``batch`` and build a batch rule's context (also used by alignment probes)."""
+        raise ConfigError(f"task '{self.name}' trains online rules only; it builds no context per batch")
+
+    def steps(self, model: nn.Module, batch: Any, on_reset: Callable[[], None]) -> Generator[Context, None, Any]:
+        """Run ``model`` on ``batch`` one time step at a time, yielding each step's context.
+
+        Resets the model's state first, then calls ``on_reset()`` (the runner resets the rule's
+        state there) before the first time step. The runner calls ``rule.step`` on each yielded
+        context before the next step; the generator's return value is the batch's outcome, handed
+        to :meth:`batch_metrics` and :meth:`outcome_loss`.
+        """
+        raise ConfigError(f"task '{self.name}' gives one context per batch; it does not run online rules")
+        yield  # pragma: no cover - makes this a generator
+
+    def outcome_loss(self, outcome: Any) -> torch.Tensor:
+        """The loss of an online batch's outcome (checked to be finite after the batch)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def batch_metrics(self, batch: Any, outcome: Any) -> Metrics:
+        """Training metric sums of one batch and its weight; ``outcome`` is the context (batch rules) or
+        what :meth:`steps` returned (online rules)."""
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Training metrics of the epoch that the batches do not carry (environment steps, returns)."""
+        return {}
 
     @abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:
         """Held-out metrics by split, e.g. ``{"test": {"loss": …, "accuracy": …}}``."""
 
-    def make_context(self, model: nn.Module, batch: Any) -> Context:
-        """Run the model on one batch and build the rule's context (used by alignment analyses)."""
-        raise NotImplementedError(f"task '{self.name}' does not build contexts from single batches")
+    def state_dict(self) -> dict[str, Any]:
+        """What the task carries from one epoch to the next (an environment, a buffer) for checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any], model: nn.Module) -> None:  # noqa: B027 - an optional hook
+        """Restore :meth:`state_dict` for a run of ``model``."""
 
 
 def check_finite(loss: torch.Tensor, step: int) -> None:

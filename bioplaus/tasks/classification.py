@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bioplaus import data
-from bioplaus.core import Context, Rule, TaskSpec
+from bioplaus.core import Context, TaskSpec
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.registry import did_you_mean
 from bioplaus.tasks._registry import register
-from bioplaus.tasks.base import BatchHook, Task, check_finite
+from bioplaus.tasks.base import Metrics, Task
 
 NORMALIZATIONS = ("symmetric", "unit", "standard", "none")
 
@@ -89,7 +89,7 @@ class ClassificationTask(Task):
         self.y_test = torch.from_numpy(dataset.y_test[test].astype(np.int64)).to(device)
         self.spec = TaskSpec(tuple(dataset.input_shape), dataset.n_classes)
 
-    def batches(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, model: nn.Module, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled training batches (the last one may be smaller)."""
         order = torch.randperm(len(self.y_train), generator=generator).to(self.y_train.device)
         for start in range(0, len(order), self.batch_size):
@@ -106,35 +106,17 @@ class ClassificationTask(Task):
             )
         return output
 
-    def make_context(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> Context:
+    def context(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> Context:
+        """Softmax cross-entropy of ``model(x)`` against the labels."""
         x, y = batch
         output = self.logits(model, x)
         return Context(loss=F.cross_entropy(output, y), output=output, target=y)
 
-    def train_epoch(
-        self,
-        model: nn.Module,
-        rule: Rule,
-        optimizer: torch.optim.Optimizer,
-        *,
-        generator: torch.Generator,
-        before_update: BatchHook | None = None,
-    ) -> dict[str, float]:
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for step, batch in enumerate(self.batches(generator)):
-            if before_update is not None:
-                before_update(batch)
-            optimizer.zero_grad(set_to_none=True)
-            ctx = self.make_context(model, batch)
-            check_finite(ctx.loss, step)
-            rule.update(model, ctx)
-            optimizer.step()
-            n = len(batch[1])
-            loss_sum += ctx.loss.item() * n
-            correct += int((ctx.output.argmax(1) == batch[1]).sum())
-            seen += n
-        return {"loss": loss_sum / seen, "accuracy": correct / seen}
+    def batch_metrics(self, batch: tuple[torch.Tensor, torch.Tensor], outcome: Context) -> Metrics:
+        """Loss and accuracy of the batch before its update, weighted by its size."""
+        n = len(batch[1])
+        correct = int((outcome.output.argmax(1) == batch[1]).sum())
+        return {"loss": outcome.loss.item() * n, "accuracy": correct}, n
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:

@@ -41,19 +41,19 @@ mean e_t²`` over trials and axes), ``ctx.output`` (``v_t``), ``ctx.target`` (``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from bioplaus.analysis.mle_regularizer import MLERegularizer
-from bioplaus.core import Context, Rule, TaskSpec
+from bioplaus.core import Capability, Context, Rule, TaskSpec
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets.rate_rnn import RateRNN, Rollout
 from bioplaus.registry import did_you_mean
 from bioplaus.tasks._registry import register
-from bioplaus.tasks.base import BatchHook, Task, check_finite
+from bioplaus.tasks.base import Metrics, Task
 
 CONVENTIONS = ("reference", "cursor")
 TRIAL_SETS = ("random", "centre-out")
@@ -303,6 +303,40 @@ def pretraining_loss(
     return loss
 
 
+def trial_steps(
+    model: RateRNN,
+    trials: Trials,
+    control: float | torch.Tensor = 1.0,
+    generator: torch.Generator | None = None,
+    on_reset: Callable[[], None] | None = None,
+) -> Generator[Context, None, torch.Tensor]:
+    """Run ``trials`` one step at a time; yield each step's context; return each trial's MSE ``(B,)``.
+
+    Resets the model (then calls ``on_reset``, where a rule resets its state). The caller acts
+    between steps (``rule.step`` and an optimizer step, or reading ``p.grad`` in an analysis);
+    ``model.state`` is the loop's state at the yielded step. At the end the loop's state is
+    dropped (with its graph).
+    """
+    model.reset(len(trials), control, generator)
+    if on_reset is not None:
+        on_reset()
+    T = trials.inputs.shape[1]
+    errors = []
+    for t in range(T):
+        push = None if trials.push is None else trials.push[:, t]
+        s = model.step(trials.inputs[:, t], trials.v_ref[:, t], push, trials.cursor)
+        yield Context(
+            loss=s.e.pow(2).mean(),
+            output=s.v,
+            target=trials.v_ref[:, t],
+            t=t,
+            signals={"feedback_error": s.e, "trial_end": t == T - 1},
+        )
+        errors.append(s.e.detach())
+    model.state = None
+    return torch.stack(errors, 1).pow(2).mean((1, 2))
+
+
 def online_trial(
     model: RateRNN,
     rule: Rule,
@@ -310,26 +344,23 @@ def online_trial(
     control: float | torch.Tensor = 1.0,
     generator: torch.Generator | None = None,
 ) -> Iterator[Context]:
-    """Run ``trials`` one step at a time, calling ``rule.step`` at each; yields each step's context.
-
-    Resets the model and then the rule. The caller acts between steps (an optimizer step, or
-    reading ``p.grad`` in an analysis); ``model.state`` is the loop's state at the yielded step.
-    """
-    model.reset(len(trials), control, generator)
-    rule.reset(model)
-    T = trials.inputs.shape[1]
-    for t in range(T):
-        push = None if trials.push is None else trials.push[:, t]
-        s = model.step(trials.inputs[:, t], trials.v_ref[:, t], push, trials.cursor)
-        ctx = Context(
-            loss=s.e.pow(2).mean(),
-            output=s.v,
-            target=trials.v_ref[:, t],
-            t=t,
-            signals={"feedback_error": s.e, "trial_end": t == T - 1},
-        )
+    """:func:`trial_steps` with ``rule.step`` called at each step (for analyses that read ``p.grad``)."""
+    for ctx in trial_steps(model, trials, control, generator, lambda: rule.reset(model)):
         rule.step(model, ctx)
         yield ctx
+
+
+@dataclass
+class TrialBatch:
+    """One update's trials and the run's generator, which draws their initial states.
+
+    Attributes:
+        trials: the batch before repetition over the model's conditions.
+        generator: the run's generator.
+    """
+
+    trials: Trials
+    generator: torch.Generator | None = None
 
 
 class MotorTask(Task):
@@ -361,6 +392,10 @@ class MotorTask(Task):
             batch loss: the finite-time maximal Lyapunov exponent of the closed loop along the
             batch's trials (state ``[x ; e]``, input ``[u ; v*]``); 0: none. Batch rules only.
     """
+
+    requires = frozenset({Capability.CONTROLLED_RNN})
+    provides = frozenset({"loss", "output", "target", "feedback_error", "t", "trial_end"})
+    online_step = "time_step"
 
     def __init__(
         self,
@@ -417,57 +452,43 @@ class MotorTask(Task):
             raise ShapeError(f"control has {len(control)} values; the model has {model.conditions} conditions")
         return control.expand(model.conditions).repeat_interleave(per_condition)
 
-    def run_trials(
-        self, model: RateRNN, rule: Rule, optimizer: torch.optim.Optimizer, trials: Trials, generator: torch.Generator
-    ) -> torch.Tensor:
-        """Train on one batch of trials (repeated over the model's conditions); returns each trial's MSE, detached."""
-        self._check_model(model)
-        batch = trials.repeat(model.conditions)
-        gains = self._gains(model, len(trials))
-        if not rule.online:
-            rollout = batch.rollout(model, gains, generator)
-            loss = pretraining_loss(model, rollout, self.weight_penalty, self.rate_penalty)
-            if self.mle is not None:
-                loss = loss + self.mle(model, torch.cat([batch.inputs, batch.v_ref], -1), gains)
-            rule.update(
-                model, Context(loss=loss, output=rollout.v, target=batch.v_ref, signals={"feedback_error": rollout.e})
-            )
-            if self.clip_grad_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad_norm)
-            optimizer.step()
-            return rollout.e.detach().pow(2).mean((1, 2))
-        errors = []
-        with torch.set_grad_enabled(rule.needs_graph):
-            for ctx in online_trial(model, rule, batch, gains, generator):
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                errors.append(ctx.signals["feedback_error"].detach())
-        model.state = None  # drop the trial's graph
-        return torch.stack(errors, 1).pow(2).mean((1, 2))
-
-    # Task interface --------------------------------------------------------------------------
-    def train_epoch(
-        self,
-        model: nn.Module,
-        rule: Rule,
-        optimizer: torch.optim.Optimizer,
-        *,
-        generator: torch.Generator,
-        before_update: BatchHook | None = None,
-    ) -> dict[str, float]:
-        model.train()
+    def check(self, model: nn.Module, rule: Rule) -> None:
         if rule.online and self.mle is not None:
             raise ConfigError(f"mle_weight adds a loss term that online rule '{rule.name}' never sees: use bp")
-        total = 0.0
-        for step in range(self.iterations):
-            trials = self.sample(generator)
-            if before_update is not None:
-                before_update(trials)
-            optimizer.zero_grad(set_to_none=True)
-            mse = self.run_trials(model, rule, optimizer, trials, generator).mean()
-            check_finite(mse, step)
-            total += float(mse)
-        return {"mse": total / self.iterations}
+
+    def batches(self, model: nn.Module, generator: torch.Generator) -> Iterator[TrialBatch]:
+        """``iterations`` batches of fresh trials."""
+        self._check_model(model)
+        for _ in range(self.iterations):
+            yield TrialBatch(self.sample(generator), generator)
+
+    def context(self, model: nn.Module, batch: TrialBatch) -> Context:
+        """Whole trials through the closed loop: the :func:`pretraining_loss` (plus the MLE penalty)."""
+        self._check_model(model)
+        trials = batch.trials.repeat(model.conditions)
+        gains = self._gains(model, len(batch.trials))
+        rollout = trials.rollout(model, gains, batch.generator)
+        loss = pretraining_loss(model, rollout, self.weight_penalty, self.rate_penalty)
+        if self.mle is not None:
+            loss = loss + self.mle(model, torch.cat([trials.inputs, trials.v_ref], -1), gains)
+        return Context(loss=loss, output=rollout.v, target=trials.v_ref, signals={"feedback_error": rollout.e})
+
+    def steps(
+        self, model: nn.Module, batch: TrialBatch, on_reset: Callable[[], None]
+    ) -> Generator[Context, None, torch.Tensor]:
+        """The trials one step at a time (:func:`trial_steps`); returns each trial's MSE."""
+        self._check_model(model)
+        gains = self._gains(model, len(batch.trials))
+        return (yield from trial_steps(model, batch.trials.repeat(model.conditions), gains, batch.generator, on_reset))
+
+    def outcome_loss(self, outcome: torch.Tensor) -> torch.Tensor:
+        return outcome.mean()
+
+    def batch_metrics(self, batch: TrialBatch, outcome: Context | torch.Tensor) -> Metrics:
+        """The batch's mean squared position error."""
+        if isinstance(outcome, Context):
+            outcome = outcome.signal("feedback_error").detach().pow(2).mean((1, 2))
+        return {"mse": float(outcome.mean())}, 1.0
 
     def _check_model(self, model: nn.Module) -> None:
         if not isinstance(model, RateRNN):

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,10 +42,10 @@ from torch import nn
 
 from bioplaus import data
 from bioplaus.analysis.mle_regularizer import MLERegularizer
-from bioplaus.core import Context, Rule, TaskSpec
+from bioplaus.core import Capability, Context, Rule, TaskSpec
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.tasks._registry import register
-from bioplaus.tasks.base import BatchHook, Task, check_finite
+from bioplaus.tasks.base import Metrics, Task
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 MakeBatch = Callable[[int, int, torch.Generator], Batch]
@@ -97,7 +97,10 @@ def _takes_length(reset_state: Callable) -> bool:
 
 
 class SequenceTask(Task):
-    """Training loop, loss and metrics shared by sequence tasks; subclasses supply the data.
+    """Contexts, loss and metrics shared by sequence tasks; subclasses supply the data.
+
+    Batch rules get the whole sequence's context (:meth:`context`); online rules a context per
+    step (:meth:`steps`) from a model that runs one step at a time.
 
     Args:
         name: task name.
@@ -108,6 +111,9 @@ class SequenceTask(Task):
         clip_grad_norm: clip the global gradient norm to this before each step (``None``: never).
         mle_weight: weight of the MLE regulariser in a batch rule's loss (0: none).
     """
+
+    requires = frozenset({Capability.SEQUENCE})
+    provides = frozenset({"loss", "output", "target", "t", "sequence_end"})
 
     def __init__(
         self,
@@ -130,7 +136,7 @@ class SequenceTask(Task):
         self.test_sets: dict[str, Batch] = {}
         self.mle = MLERegularizer(mle_weight) if mle_weight != 0 else None
 
-    def batches(self, generator: torch.Generator) -> Iterator[Batch]:
+    def batches(self, model: nn.Module, generator: torch.Generator) -> Iterator[Batch]:
         """The training batches of one epoch."""
         raise NotImplementedError
 
@@ -174,7 +180,15 @@ class SequenceTask(Task):
         return out
 
     # training ----------------------------------------------------------------------------------
-    def make_context(self, model: nn.Module, batch: Batch) -> Context:
+    def check(self, model: nn.Module, rule: Rule) -> None:
+        if rule.online and self.mle is not None:
+            raise ConfigError(
+                f"mle_weight adds a loss term that online rule '{rule.name}' never sees: use a batch rule "
+                "(bp, bptt, tbptt) or mle_weight=0"
+            )
+
+    def context(self, model: nn.Module, batch: Batch) -> Context:
+        """The whole sequence's loss (plus the MLE penalty) for a batch rule."""
         x, y = batch
         output = model(x)
         self.check_output(output, x)
@@ -183,68 +197,33 @@ class SequenceTask(Task):
             loss = loss + self.mle(model, x)
         return Context(loss=loss, output=output, target=y)
 
-    def _batch_update(self, model: nn.Module, rule: Rule, batch: Batch, step: int) -> torch.Tensor:
-        ctx = self.make_context(model, batch)
-        check_finite(ctx.loss, step)
-        rule.update(model, ctx)
-        return ctx.output.detach()
-
-    def _online_update(self, model: nn.Module, rule: Rule, batch: Batch, step: int) -> torch.Tensor:
+    def steps(self, model: nn.Module, batch: Batch, on_reset: Callable[[], None]) -> Generator[Context, None, Batch]:
+        """One context per step: ``ctx.t``, the step's share of the loss (or ``None``) and
+        ``ctx.signals["sequence_end"]``; returns the outputs ``(batch, length, n_out)`` and targets."""
         x, y = batch
-        if not (callable(getattr(model, "reset_state", None)) and callable(getattr(model, "step", None))):
-            raise ConfigError(
-                f"online rule '{rule.name}' runs the model one step at a time: {type(model).__name__} needs "
-                "reset_state(batch_size) and step(x_t) (bioplaus.nets.SequenceNet models have them)"
-            )
         length = x.shape[1]
         if _takes_length(model.reset_state):  # lets the model size per-sequence buffers once
             model.reset_state(x.shape[0], length=length)
         else:
             model.reset_state(x.shape[0])
-        rule.reset(model)
+        on_reset()
         outputs = []
         for t in range(length):
             out = model.step(x[:, t])
             loss = self.step_loss(out, y[:, t], t, length)
-            rule.step(
-                model, Context(loss=loss, output=out, target=y[:, t], t=t, signals={"sequence_end": t == length - 1})
-            )
+            yield Context(loss=loss, output=out, target=y[:, t], t=t, signals={"sequence_end": t == length - 1})
             outputs.append(out.detach())
         output = torch.stack(outputs, 1)
         self.check_output(output, x)
-        check_finite(self.sequence_loss(output, y), step)
-        return output
+        return output, y
 
-    def train_epoch(
-        self,
-        model: nn.Module,
-        rule: Rule,
-        optimizer: torch.optim.Optimizer,
-        *,
-        generator: torch.Generator,
-        before_update: BatchHook | None = None,
-    ) -> dict[str, float]:
-        model.train()
-        if rule.online and self.mle is not None:
-            raise ConfigError(
-                f"mle_weight adds a loss term that online rule '{rule.name}' never sees: use a batch rule "
-                "(bp, bptt, tbptt) or mle_weight=0"
-            )
-        update = self._online_update if rule.online else self._batch_update
-        totals: dict[str, float] = {}
-        n = 0
-        for step, batch in enumerate(self.batches(generator)):
-            if before_update is not None:
-                before_update(batch)
-            optimizer.zero_grad(set_to_none=True)
-            output = update(model, rule, batch, step)
-            if self.clip_grad_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad_norm)
-            optimizer.step()
-            for name, value in self.metrics(output, batch[1]).items():
-                totals[name] = totals.get(name, 0.0) + value
-            n += 1
-        return {name: value / n for name, value in totals.items()}
+    def outcome_loss(self, outcome: Batch) -> torch.Tensor:
+        return self.sequence_loss(*outcome)
+
+    def batch_metrics(self, batch: Batch, outcome: Context | Batch) -> Metrics:
+        """The batch's loss (and accuracy) before its update; every batch weighs the same."""
+        output = outcome.output.detach() if isinstance(outcome, Context) else outcome[0]
+        return self.metrics(output, batch[1]), 1.0
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:
@@ -313,7 +292,7 @@ class SyntheticSequenceTask(SequenceTask):
             x, y = make_batch(n_test, length, torch.Generator().manual_seed(data_seed + length))
             self.test_sets["test" if factor == 1 else f"test_T{length}"] = (x.to(device), y.to(device))
 
-    def batches(self, generator: torch.Generator) -> Iterator[Batch]:
+    def batches(self, model: nn.Module, generator: torch.Generator) -> Iterator[Batch]:
         for _ in range(self.steps_per_epoch):
             x, y = self.make_batch(self.batch_size, self.T, generator)
             yield x.to(self.device), y.to(self.device)
@@ -486,7 +465,7 @@ class PixelSequenceTask(SequenceTask):
         target[:, -1] = y
         return torch.from_numpy(pixels.reshape(len(x), -1, per_step)), torch.from_numpy(target)
 
-    def batches(self, generator: torch.Generator) -> Iterator[Batch]:
+    def batches(self, model: nn.Module, generator: torch.Generator) -> Iterator[Batch]:
         order = torch.randperm(len(self.y_train), generator=generator).to(self.y_train.device)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]

@@ -40,7 +40,8 @@ reported as diverged). The official "parallel universe" env copies (P10) are not
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import functools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,10 +50,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bioplaus.core import Context, Rule, TaskSpec
+from bioplaus.core import Capability, Context, TaskSpec
+from bioplaus.core.capabilities import declared
 from bioplaus.errors import ConfigError
 from bioplaus.tasks._registry import register
-from bioplaus.tasks.base import BatchHook, Task, check_finite
+from bioplaus.tasks.base import Metrics, Task
 from bioplaus.tasks.rl.envs import make_env
 from bioplaus.tasks.rl.evaluation import evaluate
 from bioplaus.tasks.rl.replay import ReplayBuffer, SequenceBatch
@@ -66,9 +68,14 @@ EnvOptions = dict[str, Any]
 """Keyword options of an environment (named alias: the config checker reads annotations by name)."""
 
 
+@functools.cache
+def _layerwise(kind: type) -> bool:
+    return Capability.LAYERWISE_Q in (declared(kind) or ())
+
+
 def layer_q(model: nn.Module, obs: torch.Tensor, context: Contexts | None) -> tuple[torch.Tensor, Contexts]:
-    """Per-layer Q-values ``(L, B, A)`` and the next context of a layered or plain Q-network."""
-    if hasattr(model, "initial_context"):
+    """Per-layer Q-values ``(L, B, A)`` and the next context of a layer-wise (``layerwise_q``) or plain Q-network."""
+    if _layerwise(type(model)):
         q, hidden = model(obs, context)
         return q, hidden
     return model(obs).unsqueeze(0), []
@@ -159,6 +166,7 @@ class _Run:
     step: int = 0
     episode_return: float = 0.0
     finished: list[float] = field(default_factory=list)
+    losses: list[torch.Tensor] = field(default_factory=list)
 
 
 @register("rl")
@@ -192,6 +200,7 @@ class DQNTask(Task):
     """
 
     name = "rl"
+    provides = frozenset({"loss", "layer_losses"})
 
     def __init__(
         self,
@@ -234,7 +243,7 @@ class DQNTask(Task):
         self.batch_size, self.device = batch_size, device
         self.steps_per_epoch, self.buffer_size = steps_per_epoch, buffer_size
         self.learning_starts, self.train_every, self.target_every = learning_starts, train_every, target_every
-        self.gamma, self.reward_scale, self.context = gamma, reward_scale, context
+        self.gamma, self.reward_scale, self.context_steps = gamma, reward_scale, context
         self.eps = (eps_start, eps_end, eps_steps)
         self.eval_episodes, self.eval_epsilon, self.eval_layers = eval_episodes, eval_epsilon, eval_layers
         self.progress = progress
@@ -277,45 +286,49 @@ class DQNTask(Task):
             run.episode_return, run.context = 0.0, None
             run.obs, _ = run.env.reset()
 
-    def train_epoch(
-        self,
-        model: nn.Module,
-        rule: Rule,
-        optimizer: torch.optim.Optimizer,
-        *,
-        generator: torch.Generator,
-        before_update: BatchHook | None = None,
-    ) -> dict[str, float]:
-        """Run ``steps_per_epoch`` environment steps with updates; return mean losses and training returns."""
+    def batches(self, model: nn.Module, generator: torch.Generator) -> Iterator[SequenceBatch]:
+        """Run ``steps_per_epoch`` environment steps, yielding a replay batch whenever an update is due.
+
+        The runner updates the model on each batch before the loop goes on (target copies follow
+        the update of their step, as in CleanRL). The first call for a model starts its run: a
+        fresh environment seeded from ``generator``, an empty buffer, a target copy.
+        """
         if self._run is None or self._run.model is not model:
             self._run = self._start(model, generator)
         run = self._run
         run.finished.clear()
-        k = context_size(model, self.context)
-        losses: list[torch.Tensor] = []
+        run.losses.clear()
+        k = context_size(model, self.context_steps)
         disable = None if self.progress is None else not self.progress  # None: only on a terminal
         for _ in tqdm(range(self.steps_per_epoch), disable=disable, leave=False, unit="step", desc=self.env_name):
             self._env_step(run)
             if run.step >= self.learning_starts and run.step % self.train_every == 0:
-                batch = run.buffer.sample_sequences(self.batch_size, k, generator)
-                if before_update is not None:
-                    before_update(batch)
-                layer_losses = td_losses(model, run.target, batch, self.gamma, self.reward_scale)
-                loss = layer_losses.sum()
-                check_finite(loss, run.step)
-                optimizer.zero_grad(set_to_none=True)
-                rule.update(model, Context(loss=loss, signals={"layer_losses": layer_losses}))
-                optimizer.step()
-                losses.append(layer_losses.detach())
+                yield run.buffer.sample_sequences(self.batch_size, k, generator)
             if target_sync_due(run.step, self.target_every, self.learning_starts):
                 run.target.load_state_dict(model.state_dict())
+
+    def context(self, model: nn.Module, batch: SequenceBatch) -> Context:
+        """Per-layer double-DQN losses ``ctx.signals["layer_losses"]`` and their sum ``ctx.loss``."""
+        if self._run is None or self._run.model is not model:
+            raise ConfigError("the rl task builds contexts for the model it is training: iterate batches() first")
+        layer_losses = td_losses(model, self._run.target, batch, self.gamma, self.reward_scale)
+        return Context(loss=layer_losses.sum(), signals={"layer_losses": layer_losses})
+
+    def batch_metrics(self, batch: SequenceBatch, outcome: Context) -> Metrics:
+        """Nothing per batch: the TD losses are averaged over the epoch in :meth:`epoch_metrics`."""
+        self._run.losses.append(outcome.signal("layer_losses").detach())
+        return {}, 0.0
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Environment steps, ε, the mean return of finished training episodes and the mean TD losses."""
+        run = self._run
         metrics = {
             "env_steps": float(run.step),
             "epsilon": epsilon(run.step, *self.eps, learning_starts=self.learning_starts),
             "episode_return": float(np.mean(run.finished)) if run.finished else float("nan"),
         }
-        if losses:
-            per_layer = torch.stack(losses).mean(0)
+        if run.losses:
+            per_layer = torch.stack(run.losses).mean(0)
             metrics["loss"] = float(per_layer.sum())
             metrics |= {f"td_loss/layer{i}": float(v) for i, v in enumerate(per_layer)}
         return metrics

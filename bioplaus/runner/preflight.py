@@ -1,0 +1,118 @@
+"""Checks before anything trains: every (model, rule, task) of a comparison must fit together.
+
+The typed contracts (:mod:`bioplaus.core.capabilities`) are compared first, which names what
+would work (models that fit the rule and the task, rules that fit the model); then each rule is
+attached to a throw-away model and the task's own :meth:`~bioplaus.tasks.Task.check` runs, so
+errors that only ``attach`` can see also come before the first run trains. The throw-away models
+are built with the random state saved and restored, so the runs see exactly what they would
+have seen without the checks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from bioplaus.core import Rule, TaskSpec
+from bioplaus.core.capabilities import Capabilities, capabilities_of, factory_capabilities, pairing_problems
+from bioplaus.errors import ConfigError
+from bioplaus.nets._registry import MODELS
+from bioplaus.rules._registry import RULES
+from bioplaus.tasks._registry import TASKS
+from bioplaus.tasks.base import Task
+
+ModelFactory = Callable[[TaskSpec], nn.Module]
+
+
+def task_class(name: str) -> type[Task] | None:
+    """The :class:`~bioplaus.tasks.Task` subclass a registered task factory builds (``None``: unknown)."""
+    factory = TASKS.entry(name).factory
+    if inspect.isclass(factory):
+        return factory
+    try:
+        returned = typing.get_type_hints(factory).get("return")
+    except Exception:  # an annotation that does not resolve: unknown
+        return None
+    return returned if inspect.isclass(returned) and issubclass(returned, Task) else None
+
+
+def models_that_fit(rule: Rule, task: Task | type[Task]) -> list[str]:
+    """Registered models whose declared capabilities meet the rule's and the task's needs."""
+    needed = frozenset(rule.requires) | frozenset(task.requires)
+    out = []
+    for name in MODELS.available():
+        capabilities = factory_capabilities(MODELS.entry(name).factory)
+        if capabilities is not None and needed <= capabilities:
+            out.append(name)
+    return out
+
+
+def rules_that_fit(capabilities: Capabilities, task: Task | type[Task]) -> list[str]:
+    """Registered rules whose contract fits a model with ``capabilities`` on ``task``."""
+    return [
+        name
+        for name in RULES.available()
+        if not pairing_problems(capabilities, _contract(RULES.entry(name).factory, name), task)
+    ]
+
+
+def _contract(factory: Any, name: str) -> Any:
+    """The rule class's contract, read without building the rule (a factory function: built)."""
+    return factory if inspect.isclass(factory) else RULES.build(name)
+
+
+def model_capabilities(name: str, spec: TaskSpec | None = None) -> Capabilities:
+    """What the registered model ``name`` is: declared by its class, or read off a model built for ``spec``."""
+    capabilities = factory_capabilities(MODELS.entry(name).factory)
+    if capabilities is not None:
+        return capabilities
+    if spec is None:
+        raise ConfigError(f"model '{name}' does not declare its capabilities; give a task so it can be built")
+    with torch.random.fork_rng():
+        return capabilities_of(MODELS.build(name, spec))
+
+
+def check_plan(
+    task: Task,
+    make_model: ModelFactory,
+    rules: Sequence[tuple[str, Callable[[], Rule]]],
+    model_name: str | None = None,
+) -> None:
+    """Raise ``ConfigError`` if some rule of ``rules`` cannot train the model on ``task``.
+
+    Args:
+        task: the task.
+        make_model: builds the model from the task's spec.
+        rules: ``(label, factory)`` of each rule, in run order.
+        model_name: the model's registered name, for messages.
+    """
+    what = f"model '{model_name}'" if model_name else "the model"
+    for label, make_rule in rules:
+        rule = make_rule()
+        with torch.random.fork_rng():
+            model = make_model(task.spec)
+            capabilities = capabilities_of(model)
+            problems = pairing_problems(capabilities, rule, task)
+            if problems:
+                raise ConfigError(_message(label, what, task, rule, capabilities, problems))
+            rule.attach(model)
+            task.check(model, rule)
+
+
+def _message(label: str, what: str, task: Task, rule: Rule, capabilities: Capabilities, problems: list[str]) -> str:
+    fits = models_that_fit(rule, task)
+    rules = rules_that_fit(capabilities, task)
+    lines = [f"rule '{label}' cannot train {what} on task '{task.name}': " + "; ".join(problems) + "."]
+    if fits:
+        lines.append(f"Models that fit rule '{rule.name}' on this task: {', '.join(fits)}.")
+    elif frozenset(rule.requires) - frozenset(task.requires):
+        lines.append(f"No registered model fits rule '{rule.name}' on task '{task.name}'.")
+    if rules:
+        lines.append(f"Rules that fit {what} on this task: {', '.join(rules)}.")
+    lines.append("See 'bioplaus rules --model MODEL --task TASK'.")
+    return " ".join(lines)
