@@ -71,8 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(run)
 
     _add_sweep_commands(sub)
-    for name in ("rules", "models", "tasks"):
-        sub.add_parser(name, help=f"list the registered {name}")
+    listing = sub.add_parser("rules", help="list the registered rules (with --model/--task: those that fit)")
+    listing.add_argument("--model", help="only rules that can train this registered model")
+    listing.add_argument("--task", help="only rules that work on this registered task")
+    listing = sub.add_parser("models", help="list the registered models (with --rule/--task: those that fit)")
+    listing.add_argument("--rule", help="only models this registered rule can train")
+    listing.add_argument("--task", help="only models this registered task can drive")
+    sub.add_parser("tasks", help="list the registered tasks")
     return parser
 
 
@@ -111,10 +116,18 @@ def _add_sweep_commands(sub: Any) -> None:
     rep.add_argument("--reference", default="bp", help="the rule drawn as the dashed reference; default bp")
 
 
-def _listing(kind: str) -> str:
+def _listing(args: argparse.Namespace) -> str:
     from bioplaus import nets, rules, tasks
+    from bioplaus.runner.preflight import fitting
 
+    kind = args.command
     table = {"rules": rules.describe, "models": nets.describe, "tasks": tasks.describe}[kind]()
+    keep = fitting(kind, model=getattr(args, "model", None), rule=getattr(args, "rule", None),
+                   task=getattr(args, "task", None))  # fmt: skip
+    if keep is not None:
+        table = {name: text for name, text in table.items() if name in keep}
+        if not table:
+            return f"no registered {kind} fit"
     width = max(map(len, table), default=0)
     return "\n".join(f"{name:<{width}}  {text}" for name, text in table.items())
 
@@ -149,7 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bioplaus`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.command in ("rules", "models", "tasks"):
-        print(_listing(args.command))
+        try:
+            print(_listing(args))
+        except BioplausError as err:
+            print(f"bioplaus: error: {err}", file=sys.stderr)
+            return 2
         return 0
     if getattr(args, "huge_pages", False):
         from bioplaus.huge_pages import enable_huge_pages

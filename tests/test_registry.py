@@ -92,14 +92,7 @@ def _import_alone(package: str) -> dict[str, Any]:
     [
         "bioplaus.nets",
         "bioplaus.rules",
-        pytest.param(
-            "bioplaus.tasks",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="import cycle: tasks.motor imports bioplaus.analysis, whose feedback_control imports "
-                "tasks.motor; it works today only because bioplaus/__init__.py imports analysis first",
-            ),
-        ),
+        "bioplaus.tasks",
     ],
 )
 def test_each_package_registers_all_its_names_on_its_own(package):

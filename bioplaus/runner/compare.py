@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from bioplaus import nets, rules, tasks
 from bioplaus.core import Rule, TaskSpec
 from bioplaus.errors import ConfigError, DivergedError
+from bioplaus.runner.checkpoint import RunState, load_run, save_run
 from bioplaus.runner.config import RunConfig, check_rule_options
 from bioplaus.runner.preflight import check_plan
 from bioplaus.runner.result import Comparison, environment
@@ -95,22 +96,42 @@ def train_run(
     seed: int,
     cfg: RunConfig,
     on_epoch: Callable[[dict[str, dict[str, float]]], None] | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
 ) -> RunOutcome:
     """Train one fresh model with one rule and seed; metric rows are tidy dicts.
 
     The seed fixes the initial weights (the same for every rule), the rule's random state
     (feedback matrices) and the batch order. A non-finite loss ends the run as ``diverged``.
     Training time excludes evaluation and alignment probes.
+
+    Args:
+        task: the task.
+        make_model: builds the model from the task's spec.
+        make_rule: builds the rule.
+        label: the rule's label in the table.
+        seed: the run's seed.
+        cfg: the run's settings (optimizer, epochs, alignment, device).
+        on_epoch: called with the evaluation after every epoch.
+        checkpoint: write the run's checkpoint here after every epoch (:mod:`.checkpoint`).
+        resume: go on from ``checkpoint`` if it exists (a finished run is not trained again).
     """
     torch.manual_seed(seed)
-    model = make_model(task.spec).to(cfg.device)
+    model = task.prepare(make_model(task.spec)).to(cfg.device)
     rule = make_rule()
     rule.attach(model)
     rule.to(cfg.device)
     task.check(model, rule)
-    optimizer = build_optimizer(rule.param_groups(model), cfg)
+    groups = rule.param_groups(model)
+    optimizer = task.optimizer(groups) or build_optimizer(groups, cfg)
     generator = torch.Generator().manual_seed(seed)
     log = _RunLog(label, seed)
+    if resume and checkpoint is not None and checkpoint.is_file():
+        state = load_run(checkpoint, model=model, rule=rule, optimizer=optimizer, generator=generator, task=task)
+        log.epoch, log.steps, log.rows = state.epoch, state.steps, state.rows
+        train_seconds = state.train_seconds
+    else:
+        train_seconds = 0.0
     optimizer.register_step_post_hook(log.count_step)
     schedule = AlignmentSchedule(
         cfg.alignment_every,
@@ -118,7 +139,6 @@ def train_run(
         lambda: log.steps,
         reference=rules.get(rule.reference) if rule.online and rule.reference else None,
     )
-    train_seconds = 0.0
 
     def evaluate() -> dict[str, dict[str, float]]:
         results = task.evaluate(model)
@@ -129,9 +149,17 @@ def train_run(
             log.add(split, metrics)
         return results
 
+    def save() -> None:
+        if checkpoint is not None:
+            state = RunState(log.epoch, log.steps, log.rows, train_seconds - schedule.seconds)
+            save_run(checkpoint, model=model, rule=rule, optimizer=optimizer, generator=generator, task=task,
+                     state=state, config=cfg.to_dict() | {"rules": [label], "seeds": [seed]})  # fmt: skip
+
     status, message = "done", ""
     try:
-        evaluate()
+        if log.epoch == 0:
+            evaluate()
+            save()
         while log.epoch < cfg.epochs:
             log.epoch += 1
             start = time.perf_counter()
@@ -143,6 +171,7 @@ def train_run(
                 train_seconds += time.perf_counter() - start
             log.add("train", train_metrics)
             results = evaluate()
+            save()
             if on_epoch is not None:
                 on_epoch(results)
     except DivergedError as err:
@@ -198,6 +227,8 @@ def compare(
     rule_options: Mapping[str, Mapping[str, Any]] | None = None,
     out: str | Path | None = None,
     progress: bool = True,
+    checkpoint: bool = False,
+    resume: bool = False,
 ) -> Comparison:
     """Train a fresh model per (rule, seed) under one budget and compare the rules with BP.
 
@@ -226,6 +257,11 @@ def compare(
         out: if given, a folder to write ``config.json``, ``metrics.csv``, ``summary.csv``,
             ``runs.csv`` and ``figure.png`` into.
         progress: show a tqdm progress bar.
+        checkpoint: after every epoch, write each run's checkpoint to
+            ``out/checkpoints/<label>-seed<seed>.pt`` and its trained model to ``….model.pt``
+            (:mod:`bioplaus.runner.checkpoint`; needs ``out``).
+        resume: go on from the checkpoints in ``out/checkpoints`` where they exist: a finished run
+            is not trained again, an interrupted one continues from its last epoch, bit for bit.
 
     Returns:
         A :class:`~bioplaus.runner.result.Comparison` with ``.table``, ``.summary``, ``.runs``, ``.plot()``.
@@ -251,6 +287,8 @@ def compare(
     elif task_options:
         raise ConfigError("task_options apply to a task given by name; configure your Task object instead")
     cfg = RunConfig.from_dict(raw)
+    if (checkpoint or resume) and out is None:
+        raise ConfigError("checkpoint and resume keep files in the comparison's folder: pass out=DIR")
     entries = list(rules.values()) if isinstance(rules, Mapping) else list(rules)
     cfg.rule_options = check_rule_options(rule_options or {}, [r for r in entries if isinstance(r, str)])
     plan = _rule_factories(rules, cfg.rule_options)
@@ -290,7 +328,11 @@ def compare(
                     bar.set_postfix({m: f"{v:.3g}" for m, v in results.get("test", {}).items()})
                     bar.update(1)
 
-                outcome = train_run(task_obj, make_model, factory, label, seed, cfg, on_epoch)
+                path = Path(out) / "checkpoints" / f"{_file_label(label)}-seed{seed}.pt" if out is not None else None
+                outcome = train_run(
+                    task_obj, make_model, factory, label, seed, cfg, on_epoch,
+                    checkpoint=path if checkpoint or resume else None, resume=resume,
+                )  # fmt: skip
                 bar.update(done_before + cfg.epochs - bar.n)  # epochs a diverged run did not train
                 rows += outcome.rows
                 runs.append(
@@ -310,7 +352,18 @@ def compare(
     return result
 
 
-def run_config(cfg: RunConfig, out: str | Path | None = None, progress: bool = True) -> Comparison:
+def _file_label(label: str) -> str:
+    """A rule label as a file name (characters other than letters, digits, ``-_.=+`` become ``_``)."""
+    return "".join(c if c.isalnum() or c in "-_.=+" else "_" for c in label)
+
+
+def run_config(
+    cfg: RunConfig,
+    out: str | Path | None = None,
+    progress: bool = True,
+    checkpoint: bool = False,
+    resume: bool = False,
+) -> Comparison:
     """Run the comparison a validated :class:`RunConfig` describes (what ``bioplaus run`` does)."""
     return compare(
         model=cfg.model,
@@ -331,4 +384,6 @@ def run_config(cfg: RunConfig, out: str | Path | None = None, progress: bool = T
         rule_options=cfg.rule_options,
         out=out,
         progress=progress,
+        checkpoint=checkpoint,
+        resume=resume,
     )

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bioplaus.core import Rule, TaskSpec
+from bioplaus.core import Capability, Rule, TaskSpec
 from bioplaus.core.capabilities import Capabilities, capabilities_of, factory_capabilities, pairing_problems
 from bioplaus.errors import ConfigError
 from bioplaus.nets._registry import MODELS
@@ -95,7 +95,7 @@ def check_plan(
     for label, make_rule in rules:
         rule = make_rule()
         with torch.random.fork_rng():
-            model = make_model(task.spec)
+            model = task.prepare(make_model(task.spec))
             capabilities = capabilities_of(model)
             problems = pairing_problems(capabilities, rule, task)
             if problems:
@@ -116,3 +116,47 @@ def _message(label: str, what: str, task: Task, rule: Rule, capabilities: Capabi
         lines.append(f"Rules that fit {what} on this task: {', '.join(rules)}.")
     lines.append("See 'bioplaus rules --model MODEL --task TASK'.")
     return " ".join(lines)
+
+
+class _AnyTask:
+    """The contract of "any task": needs nothing, provides every signal (for listings without ``--task``)."""
+
+    name = "any"
+    requires: frozenset = frozenset()
+
+    class _Everything(frozenset):
+        def __contains__(self, item: object) -> bool:
+            return True
+
+        def __rsub__(self, other: frozenset) -> frozenset:
+            return frozenset()
+
+    provides = _Everything()
+
+
+def fitting(
+    kind: str, *, model: str | None = None, rule: str | None = None, task: str | None = None
+) -> set[str] | None:
+    """Names of registered ``kind`` (``"rules"`` or ``"models"``) that fit the given model/rule/task.
+
+    ``None`` when nothing narrows the listing. Read from the declared contracts alone: no data
+    is loaded and no model is built (a model that declares no capabilities cannot be judged).
+    """
+    if model is None and rule is None and task is None:
+        return None
+    task_contract: Any = _AnyTask()
+    if task is not None:
+        task_contract = task_class(task)
+        if task_contract is None:
+            raise ConfigError(f"task '{task}' does not name its Task class in its return annotation")
+    if kind == "rules":
+        if rule is not None:
+            raise ConfigError("'bioplaus rules' narrows by --model and --task")
+        capabilities = model_capabilities(model) if model is not None else frozenset(Capability)
+        return set(rules_that_fit(capabilities, task_contract))
+    if kind == "models":
+        if model is not None:
+            raise ConfigError("'bioplaus models' narrows by --rule and --task")
+        contract = _contract(RULES.entry(rule).factory, rule) if rule is not None else Rule
+        return set(models_that_fit(contract, task_contract))
+    raise ConfigError("'bioplaus tasks' lists every task; narrow rules or models instead")

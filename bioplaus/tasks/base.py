@@ -55,6 +55,21 @@ class Task(ABC):
     clip_grad_norm: float | None = None
     online_step: ClassVar[str] = "batch"
 
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Adapt a freshly built model to the task before the rule attaches (default: as it is).
+
+        A task that trains several conditions in one model (one weight copy per learning rate, say)
+        splits it here; the runner builds the optimizer afterwards, over the prepared model.
+        """
+        return model
+
+    def optimizer(self, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer | None:
+        """An optimizer the task needs instead of the run's configured one (default ``None``: the configured one).
+
+        For tasks whose conditions differ in how they are stepped (a learning rate per condition).
+        """
+        return None
+
     def check(self, model: nn.Module, rule: Rule) -> None:  # noqa: B027 - an optional hook
         """Raise ``ConfigError`` if this task cannot train ``model`` with ``rule`` for a reason the
         typed contract does not express (called before training; the default accepts)."""

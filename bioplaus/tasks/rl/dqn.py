@@ -40,8 +40,9 @@ reported as diverged). The official "parallel universe" env copies (P10) are not
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -332,6 +333,15 @@ class DQNTask(Task):
             metrics["loss"] = float(per_layer.sum())
             metrics |= {f"td_loss/layer{i}": float(v) for i, v in enumerate(per_layer)}
         return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        """The run's environment, replay buffer, target network, exploration state and counters (pickled)."""
+        return {} if self._run is None else {"run": dataclasses.replace(self._run, model=None)}
+
+    def load_state_dict(self, state: Mapping[str, Any], model: nn.Module) -> None:
+        """Go on with the run saved by :meth:`state_dict`, now training ``model``."""
+        run = state.get("run")
+        self._run = None if run is None else dataclasses.replace(run, model=model)
 
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:
         """Mean evaluation return (ε = ``eval_epsilon``) of the full net and of each layer's policy."""

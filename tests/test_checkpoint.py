@@ -1,0 +1,92 @@
+"""Run checkpoints: 1 epoch, save, load, 2 more equals 3 straight, bit for bit (rule and optimizer state included)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bioplaus
+from bioplaus.errors import ConfigError
+from bioplaus.runner.checkpoint import load_model, read
+
+CASES = {
+    "fa": dict(model="mlp", task="digits", model_options={"hidden": [16]}, batch_size=128),
+    "dfa": dict(model="mlp", task="digits", model_options={"hidden": [16, 16]}, batch_size=128),
+    "rflo": dict(
+        model="rate_rnn",
+        task="reach-adaptation",
+        model_options={"n": 16},
+        task_options={"iterations": 2},
+        batch_size=1,
+        optimizer="sgd",
+        lr=1e-5,
+    ),
+    "distributed_td": dict(
+        model="ad",
+        task="rl",
+        model_options={"hidden": [8, 8]},
+        task_options={
+            "env": "CartPole-v1",
+            "steps_per_epoch": 80,
+            "buffer_size": 1000,
+            "learning_starts": 40,
+            "train_every": 2,
+            "target_every": 50,
+            "eps_steps": 200,
+            "eval_episodes": 1,
+            "progress": False,
+        },
+        batch_size=16,
+    ),
+}
+
+
+def _table(result):
+    table = result.table[result.table["metric"] != "seconds_per_step"]
+    return table.drop(columns=["step"]).reset_index(drop=True), list(table["step"])
+
+
+@pytest.mark.parametrize("rule", list(CASES))
+def test_resumed_run_equals_straight_run(rule, tmp_path):
+    options = CASES[rule] | {"rules": [rule], "seeds": 1, "progress": False, "alignment_every": 5}
+    straight = bioplaus.compare(epochs=3, out=tmp_path / "straight", checkpoint=True, **options)
+    bioplaus.compare(epochs=1, out=tmp_path / "resumed", checkpoint=True, **options)
+    half = read(tmp_path / "resumed" / "checkpoints" / f"{rule}-seed0.pt")
+    assert half["state"]["epoch"] == 1
+    resumed = bioplaus.compare(epochs=3, out=tmp_path / "resumed", checkpoint=True, resume=True, **options)
+    assert (resumed.runs["status"] == "done").all()
+    a, b = _table(straight), _table(resumed)
+    assert a[1] == b[1]
+    assert a[0].equals(b[0])
+    full = {name: read(tmp_path / name / "checkpoints" / f"{rule}-seed0.pt") for name in ("straight", "resumed")}
+    for part in ("model", "rule"):
+        assert full["straight"][part].keys() == full["resumed"][part].keys()
+        for key, value in full["straight"][part].items():
+            assert torch.equal(value, full["resumed"][part][key]), (part, key)
+
+
+def test_rule_state_is_in_the_checkpoint_and_the_model_reloads(tmp_path):
+    result = bioplaus.compare(
+        model="mlp", rules=["fa"], task="digits", epochs=1, model_options={"hidden": [8]},
+        progress=False, out=tmp_path, checkpoint=True,
+    )  # fmt: skip
+    saved = read(tmp_path / "checkpoints" / "fa-seed0.pt")
+    assert {"layers/fc1", "layers/readout"} <= set(saved["rule"])
+    model = load_model(tmp_path / "checkpoints" / "fa-seed0.pt")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved["model"][key])
+    assert result.runs["status"].tolist() == ["done"]
+
+
+def test_a_finished_run_is_not_trained_again(tmp_path):
+    options = dict(model="mlp", rules=["bp"], task="digits", epochs=1, progress=False, out=tmp_path, checkpoint=True)
+    first = bioplaus.compare(**options)
+    again = bioplaus.compare(resume=True, **options)
+    assert _table(first)[0].equals(_table(again)[0])
+
+
+def test_checkpoint_needs_a_folder():
+    with pytest.raises(ConfigError, match="out=DIR"):
+        bioplaus.compare(model="mlp", rules=["bp"], task="digits", epochs=1, checkpoint=True, progress=False)
+    with pytest.raises(ConfigError, match="no model file"):
+        load_model("/nonexistent/run.pt")
