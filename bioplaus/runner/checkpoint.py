@@ -69,18 +69,20 @@ def model_path(path: str | Path) -> Path:
     return path.with_name(path.name.removesuffix(".pt") + ".model.pt")
 
 
-def save_run(
-    path: str | Path,
-    *,
-    model: nn.Module,
-    rule: Rule,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    task: Any,
-    state: RunState,
-    config: dict[str, Any],
-) -> None:
+@dataclass
+class RunObjects:
+    """The live objects of a run that a checkpoint saves and restores."""
+
+    model: nn.Module
+    rule: Rule
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    task: Any
+
+
+def save_run(path: str | Path, run: RunObjects, state: RunState, config: dict[str, Any]) -> None:
     """Write the checkpoint of a run at ``path`` (atomically) and its model file beside it."""
+    model, rule, optimizer, generator, task = run.model, run.rule, run.optimizer, run.generator, run.task
     spec = task.spec
     _atomic_save(
         {
@@ -110,25 +112,17 @@ def save_run(
     )
 
 
-def load_run(
-    path: str | Path,
-    *,
-    model: nn.Module,
-    rule: Rule,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    task: Any,
-) -> RunState:
+def load_run(path: str | Path, run: RunObjects) -> RunState:
     """Restore a run saved by :func:`save_run` into freshly built (and attached) objects; returns where it was."""
     saved = read(path)
-    model.load_state_dict(saved["model"])
-    rule.load_state_dict(saved["rule"])
-    optimizer.load_state_dict(saved["optimizer"])
-    task.load_state_dict(saved["task"], model)
+    run.model.load_state_dict(saved["model"])
+    run.rule.load_state_dict(saved["rule"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.task.load_state_dict(saved["task"], run.model)
     torch.set_rng_state(saved["rng"])
     if saved["cuda_rng"]:
         torch.cuda.set_rng_state_all(saved["cuda_rng"])
-    generator.set_state(saved["generator"])
+    run.generator.set_state(saved["generator"])
     return RunState(**saved["state"])
 
 

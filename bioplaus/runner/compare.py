@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from bioplaus import nets, rules, tasks
 from bioplaus.core import Rule, TaskSpec
 from bioplaus.errors import ConfigError, DivergedError
-from bioplaus.runner.checkpoint import RunState, load_run, save_run
+from bioplaus.runner.checkpoint import RunObjects, RunState, load_run, save_run
 from bioplaus.runner.config import RunConfig, check_rule_options
 from bioplaus.runner.preflight import check_plan
 from bioplaus.runner.result import Comparison, environment
@@ -126,8 +126,9 @@ def train_run(
     optimizer = task.optimizer(groups) or build_optimizer(groups, cfg)
     generator = torch.Generator().manual_seed(seed)
     log = _RunLog(label, seed)
+    objects = RunObjects(model, rule, optimizer, generator, task)
     if resume and checkpoint is not None and checkpoint.is_file():
-        state = load_run(checkpoint, model=model, rule=rule, optimizer=optimizer, generator=generator, task=task)
+        state = load_run(checkpoint, objects)
         log.epoch, log.steps, log.rows = state.epoch, state.steps, state.rows
         train_seconds = state.train_seconds
     else:
@@ -152,8 +153,7 @@ def train_run(
     def save() -> None:
         if checkpoint is not None:
             state = RunState(log.epoch, log.steps, log.rows, train_seconds - schedule.seconds)
-            save_run(checkpoint, model=model, rule=rule, optimizer=optimizer, generator=generator, task=task,
-                     state=state, config=cfg.to_dict() | {"rules": [label], "seeds": [seed]})  # fmt: skip
+            save_run(checkpoint, objects, state, cfg.to_dict() | {"rules": [label], "seeds": [seed]})
 
     status, message = "done", ""
     try:
