@@ -4,7 +4,6 @@ to SETTINGS (the test fails for a registered rule without one)."""
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -140,8 +139,10 @@ def test_attach_twice_is_attach_once_and_state_moves_with_to(name):
     assert all(torch.equal(v, state[k]) for k, v in rule.state_dict().items())
     assert rule.to(torch.float64) is rule
     assert all(v.dtype == torch.float64 for v in rule.state_dict().values() if v.is_floating_point())
-    restored = copy.deepcopy(rule)
-    restored.load_state_dict(rule.state_dict())
+    task3, model3, fresh = _setup(name, seed=9)
+    fresh.load_state_dict(rule.state_dict())
+    assert fresh.state_dict().keys() == rule.state_dict().keys()
+    assert all(torch.equal(v, rule.state_dict()[k]) for k, v in fresh.state_dict().items())
 
 
 def test_fa_oracle_equals_bp_through_the_contract():
@@ -151,3 +152,15 @@ def test_fa_oracle_equals_bp_through_the_contract():
     batch = _first_batch(task, model, torch.Generator().manual_seed(0))
     cosines = alignment(model, rule, batch, task.context)
     assert all(abs(c - 1) < 1e-6 for c in cosines.values()), cosines
+
+
+def test_the_cli_lists_what_fits(capsys):
+    from bioplaus.cli import main
+
+    assert main(["rules", "--model", "rate_rnn"]) == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert {"rflo", "fed", "online_bptt", "bp"} <= listed and "gevb" not in listed
+    assert main(["models", "--rule", "gevb", "--task", "digits"]) == 0
+    assert {line.split()[0] for line in capsys.readouterr().out.splitlines()} == {"vnn", "vnn_conv", "vnn_lc"}
+    assert main(["rules", "--model", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err

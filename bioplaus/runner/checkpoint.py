@@ -126,15 +126,19 @@ def load_run(path: str | Path, run: RunObjects) -> RunState:
     return RunState(**saved["state"])
 
 
+def _load(path: Path, kind: str, form: str, weights_only: bool, hint: str) -> dict[str, Any]:
+    """The saved dict at ``path`` if it is a bioplaus ``kind`` file of format ``form``; else ``ConfigError``."""
+    if not path.is_file():
+        raise ConfigError(f"no {kind} at {path}: {hint}")
+    saved = torch.load(path, map_location="cpu", weights_only=weights_only)
+    if not isinstance(saved, dict) or saved.get("format") != form:
+        raise ConfigError(f"{path} is not a bioplaus {kind} ({hint})")
+    return saved
+
+
 def read(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint at ``path``; a missing or foreign file raises ``ConfigError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no run checkpoint at {path}")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-        raise ConfigError(f"{path} is not a bioplaus run checkpoint (written by compare(..., checkpoint=True))")
-    return saved
+    return _load(Path(path), "run checkpoint", FORMAT, False, "written by compare(..., out=DIR, checkpoint=True)")
 
 
 def load_model(path: str | Path) -> nn.Module:
@@ -144,11 +148,7 @@ def load_model(path: str | Path) -> nn.Module:
     path = Path(path)
     if path.is_file() and not path.name.endswith(".model.pt") and model_path(path).is_file():
         path = model_path(path)
-    if not path.is_file():
-        raise ConfigError(f"no model file at {path}: run compare(..., out=DIR, checkpoint=True) first")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
-        raise ConfigError(f"{path} is not a bioplaus model file")
+    saved = _load(path, "model file", MODEL_FORMAT, True, "written by compare(..., out=DIR, checkpoint=True)")
     if saved["model_name"] is None:
         raise ConfigError(
             f"{path} holds a model built by a factory function, not a registered name: rebuild it yourself"

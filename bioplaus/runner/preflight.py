@@ -118,22 +118,6 @@ def _message(label: str, what: str, task: Task, rule: Rule, capabilities: Capabi
     return " ".join(lines)
 
 
-class _AnyTask:
-    """The contract of "any task": needs nothing, provides every signal (for listings without ``--task``)."""
-
-    name = "any"
-    requires: frozenset = frozenset()
-
-    class _Everything(frozenset):
-        def __contains__(self, item: object) -> bool:
-            return True
-
-        def __rsub__(self, other: frozenset) -> frozenset:
-            return frozenset()
-
-    provides = _Everything()
-
-
 def fitting(
     kind: str, *, model: str | None = None, rule: str | None = None, task: str | None = None
 ) -> set[str] | None:
@@ -144,7 +128,7 @@ def fitting(
     """
     if model is None and rule is None and task is None:
         return None
-    task_contract: Any = _AnyTask()
+    task_contract = None
     if task is not None:
         task_contract = task_class(task)
         if task_contract is None:
@@ -153,10 +137,13 @@ def fitting(
         if rule is not None:
             raise ConfigError("'bioplaus rules' narrows by --model and --task")
         capabilities = model_capabilities(model) if model is not None else frozenset(Capability)
-        return set(rules_that_fit(capabilities, task_contract))
+        if task_contract is not None:
+            return set(rules_that_fit(capabilities, task_contract))
+        return {name for name in RULES.available() if frozenset(_contract(RULES.entry(name).factory, name).requires)
+                <= capabilities}  # fmt: skip
     if kind == "models":
         if model is not None:
             raise ConfigError("'bioplaus models' narrows by --rule and --task")
         contract = _contract(RULES.entry(rule).factory, rule) if rule is not None else Rule
-        return set(models_that_fit(contract, task_contract))
+        return set(models_that_fit(contract, task_contract or Task))
     raise ConfigError("'bioplaus tasks' lists every task; narrow rules or models instead")
