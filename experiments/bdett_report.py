@@ -2,9 +2,10 @@
 
     python experiments/bdett_report.py [--runs runs/bdett] [--img docs/img]
 
-Writes ``bdett_training.png`` (training and evaluation returns of every training run) and one
-``bdett_<suite>.png`` per degradation suite found under ``--runs``, and prints the Markdown
-tables (training evaluations, degradation summaries, paired per-seed differences).
+Writes ``bdett_training.png`` (training and evaluation returns of every training run, from its
+``metrics.csv`` and ``config.json``) and one ``bdett_<suite>.png`` per degradation suite found
+under ``--runs``, and prints the Markdown tables (training evaluations, degradation summaries,
+paired per-seed differences).
 """
 
 from __future__ import annotations
@@ -38,25 +39,31 @@ def load_episodes(path: Path) -> list[EpisodeResult]:
     return results
 
 
+def _series(rows: list[dict[str, str]], split: str, metric: str) -> dict[int, float]:
+    """Epoch → value of one metric of a run's ``metrics.csv`` rows."""
+    return {int(r["epoch"]): float(r["value"]) for r in rows if r["split"] == split and r["metric"] == metric}
+
+
 def training_figure(runs: list[Path], path: Path) -> None:
-    """One panel per environment: training-episode returns (faint) and evaluations (± sd) per run."""
-    envs = {run: json.loads((run / "config.json").read_text())["env"] for run in runs}
-    names = list(dict.fromkeys(envs.values()))
+    """One panel per environment: mean training-episode return per epoch (faint) and evaluations (± sd) per run."""
+    configs = {run: json.loads((run / "config.json").read_text())["task_options"] for run in runs}
+    names = list(dict.fromkeys(config["env"] for config in configs.values()))
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 3.4), squeeze=False)
     for k, run in enumerate(runs):
-        ax = axes[0, names.index(envs[run])]
-        records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-        episodes = [r for r in records if "return" in r]
-        evals = [r for r in records if "eval_return" in r]
+        ax = axes[0, names.index(configs[run]["env"])]
+        steps = configs[run]["steps_per_epoch"]
+        rows = list(csv.DictReader((run / "metrics.csv").open()))
+        train = _series(rows, "train", "episode_return")
+        mean, sd = _series(rows, "eval", "return"), _series(rows, "eval", "return_std")
         colour = f"C{k}"
-        ax.plot([r["step"] for r in episodes], [r["return"] for r in episodes], color=colour, alpha=0.3, lw=1)
-        ax.errorbar([r["step"] for r in evals], [r["eval_return"] for r in evals], [r["eval_std"] for r in evals],
-                    color=colour, marker="o", capsize=2, label=run.name)  # fmt: skip
-        print(f"{run.name}: " + ", ".join(f"{r['step']}: {r['eval_return']:.0f} ± {r['eval_std']:.0f}" for r in evals))
+        ax.plot([e * steps for e in train], list(train.values()), color=colour, alpha=0.3, lw=1)
+        ax.errorbar([e * steps for e in mean], list(mean.values()), [sd[e] for e in mean], color=colour, marker="o",
+                    capsize=2, label=run.name)  # fmt: skip
+        print(f"{run.name}: " + ", ".join(f"{e * steps}: {mean[e]:.0f} ± {sd[e]:.0f}" for e in mean if e > 0))
     for ax, name in zip(axes[0], names, strict=True):
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("environment steps")
-        ax.set_ylabel("return (faint: training episodes)")
+        ax.set_ylabel("return (faint: training, epoch mean)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -68,7 +75,7 @@ def main() -> None:
     parser.add_argument("--img", default="docs/img")
     args = parser.parse_args()
     root, img = Path(args.runs), Path(args.img)
-    runs = sorted(p.parent for p in root.glob("*/log.jsonl"))
+    runs = sorted(p.parent for p in root.glob("*/metrics.csv"))
     if runs:
         training_figure(runs, img / "bdett_training.png")
     for summary_path in sorted(root.glob("degradation_*/summary.json")):

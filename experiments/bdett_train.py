@@ -3,25 +3,29 @@
     OMP_NUM_THREADS=1 python experiments/bdett_train.py --env HalfCheetah-v5 --threshold static \\
         --steps 50000 --seed 0 --out runs/bdett/halfcheetah_static
 
-Writes ``actor.pt`` (:func:`bioplaus.nets.popsan.save_actor`; saved at every evaluation),
-``log.jsonl`` (one record per training episode and per evaluation) and ``config.json`` under
-``--out``. Hyperparameters are
-the PopSAN defaults of :class:`~bioplaus.tasks.rl.td3.TD3Config` except the budget options given
-here (the paper trained 1M steps; ours is a reduced CPU budget).
+A run of the runner (``bioplaus.compare``: model ``popsan``, rule ``bp``, task ``td3``), one epoch
+per ``--eval-every`` environment steps with a deterministic evaluation after each. Writes the
+comparison's ``config.json``, ``metrics.csv``, ``runs.csv`` under ``--out``, a run checkpoint after
+every epoch (``checkpoints/``: a cut run goes on from its last epoch when the command is run
+again, bit for bit, and a larger ``--steps`` extends a finished run exactly) and at the end
+``actor.pt`` (:func:`bioplaus.nets.popsan.save_actor`, what the degradation suite loads).
+Hyperparameters are the PopSAN defaults of the ``td3`` task except the budget options given here
+(the paper trained 1M steps; ours is a reduced CPU budget).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import asdict
 from pathlib import Path
 
-import gymnasium as gym
 import torch
 
-from bioplaus.nets.popsan import PopSAN, save_actor
-from bioplaus.tasks.rl.td3 import TD3Config, train_td3
+import bioplaus
+from bioplaus.nets.popsan import save_actor
+from bioplaus.runner.checkpoint import load_model
+from bioplaus.tasks.rl.td3 import make_continuous_env
+
+RULE = "bp"
 
 
 def main() -> None:
@@ -34,25 +38,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    if args.steps % args.eval_every:
+        parser.error(f"--steps ({args.steps}) must be a multiple of --eval-every ({args.eval_every}): one epoch each")
     torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    env, eval_env = gym.make(args.env), gym.make(args.env)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    actor = PopSAN(obs_dim, act_dim, float(env.action_space.high[0]), threshold=args.threshold)
-    config = TD3Config(total_steps=args.steps, start_steps=args.start_steps, eval_every=args.eval_every)
-    (out / "config.json").write_text(json.dumps({**vars(args), "td3": asdict(config)}, indent=1))
-    with open(out / "log.jsonl", "w") as log:
-
-        def record(entry: dict[str, float]) -> None:
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
-            if "eval_return" in entry:  # a checkpoint at every evaluation: a cut run keeps its latest actor
-                save_actor(actor, out / "actor.pt")
-                print(entry, flush=True)
-
-        train_td3(env, actor, config, seed=args.seed, eval_env=eval_env, log=record)
+    act_limit = float(make_continuous_env(args.env).action_space.high[0])
+    result = bioplaus.compare(
+        model="popsan",
+        rules=[RULE],
+        task="td3",
+        seeds=[args.seed],
+        epochs=args.steps // args.eval_every,
+        batch_size=100,
+        task_options={"env": args.env, "steps_per_epoch": args.eval_every, "start_steps": args.start_steps},
+        model_options={"threshold": args.threshold, "act_limit": act_limit},
+        out=out,
+        checkpoint=True,
+        resume=True,
+    )
+    evals = result.table.query("split == 'eval' and metric == 'return'")
+    print(evals[["epoch", "value"]].to_string(index=False))
+    save_actor(load_model(out / "checkpoints" / f"{RULE}-seed{args.seed}.model.pt"), out / "actor.pt")
 
 
 if __name__ == "__main__":

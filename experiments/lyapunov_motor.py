@@ -25,7 +25,6 @@ table and the figure ``docs/img/lyapunov_motor.png``.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
@@ -36,7 +35,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from bioplaus import rules  # noqa: E402
 from bioplaus.analysis.dynamics import RateRNNDynamics  # noqa: E402
 from bioplaus.analysis.lyapunov import lyapunov_spectrum  # noqa: E402
 from bioplaus.nets.rate_rnn import RateRNN, load_checkpoint, save_checkpoint  # noqa: E402
@@ -46,14 +44,19 @@ from bioplaus.tasks.motor import centre_out, reach_scores  # noqa: E402
 K = 10
 
 
-def adapted(net: RateRNN, path: Path, trials: int, lr: float) -> RateRNN:
-    """``net`` adapted to a 30° rotation by RFLO+c (cached at ``path``)."""
+def adapted(checkpoint: Path, path: Path, trials: int, lr: float) -> RateRNN:
+    """The network at ``checkpoint`` adapted to a 30° rotation by RFLO+c (cached at ``path``).
+
+    One run of the registered ``reach-adaptation-grid`` task (``bioplaus.runner.motor.adapt``)
+    with one condition, evaluated before and after; its run directory is written next to ``path``.
+    """
     if path.is_file():
         return load_checkpoint(path)
     tic = time.perf_counter()
-    result = adapt(net, rules.get("rflo"), [lr], [1.0], ["RFLO+c"], trials, 30.0, eval_every=trials)
+    result = adapt(checkpoint, "rflo", [lr], [1.0], ["RFLO+c"], trials=trials, eval_every=trials, rotation=30.0,
+                   out=path.parent / "adapt_rflo_c")  # fmt: skip
     print(f"adaptation: {time.perf_counter() - tic:.0f} s, {result.rows()[0]}", flush=True)
-    single = copy.deepcopy(net)
+    single = load_checkpoint(checkpoint)
     with torch.no_grad():
         single.W_rec.copy_(result.model.W_rec[0])
     save_checkpoint(single, path)
@@ -94,7 +97,9 @@ def main() -> None:
     controller = load_checkpoint(nets_dir / "controller.pt")
     nets = {
         "pre-trained, controller": controller,
-        "after RFLO+c adaptation (30°)": adapted(controller, out / "adapted_rflo_c.pt", args.trials, args.lr),
+        "after RFLO+c adaptation (30°)": adapted(
+            nets_dir / "controller.pt", out / "adapted_rflo_c.pt", args.trials, args.lr
+        ),
         "pre-trained without controller": load_checkpoint(nets_dir / "no_controller.pt"),
     }
     test = centre_out().rotated(30.0)

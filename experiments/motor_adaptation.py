@@ -4,12 +4,14 @@
     python experiments/motor_adaptation.py --nets runs/motor --rotation 30 --out runs/motor
     python experiments/motor_adaptation.py --nets runs/motor --rotation 40 50 60 --rules rflo --out runs/motor
 
-For each rotation, every condition is run at every learning rate of its grid (one vectorised
-pass per rule and network: the lr × control conditions share the trial sequence) for
+For each rotation, every condition is run at every learning rate of its grid (one run of the
+registered ``reach-adaptation-grid`` task through ``bioplaus.compare`` per rule and network:
+the lr × control conditions share the trial sequence; ``bioplaus.runner.motor.adapt``) for
 ``--trials`` trials, and the table reports the final control-off test MSE on the 8 rotated
 targets at each condition's best learning rate (lowest final MSE among non-diverged rates;
-note §6 P9). Writes ``adapt_<rotation>.json`` and, for the first rotation, the figure
-``docs/img/feedback_control_adaptation.png``.
+note §6 P9). Writes ``adapt_<rotation>_<rules>.json``, each run's directory
+``adapt_<rotation>_<rule>_<network>/`` (``config.json``, ``metrics.csv``, …) and, for the first
+rotation, the figure ``docs/img/feedback_control_adaptation.png``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from bioplaus import rules  # noqa: E402
 from bioplaus.nets.rate_rnn import RateRNN, load_checkpoint  # noqa: E402
 from bioplaus.runner.motor import adapt  # noqa: E402
 from bioplaus.tasks.motor import centre_out  # noqa: E402
@@ -46,27 +47,28 @@ CONDITIONS = [
 ]
 
 
-def run_rotation(nets: dict, rotation: float, trials: int, only: list[str], seed: int) -> dict:
+def run_rotation(nets: Path, rotation: float, trials: int, only: list[str], seed: int, out: Path) -> dict:
     """All conditions at one rotation; conditions that share a rule and a network run in one pass."""
     groups: dict[tuple, list] = {}
     for label, rule, options, net, control, lrs in CONDITIONS:
         if rule not in only:
             continue
         groups.setdefault((rule, json.dumps(options), net), []).append((label, control, lrs))
-    out = {}
+    results = {}
     for (rule, options, net), members in groups.items():
-        labels = [label for label, _, lrs in members for _ in lrs]
+        owners = [label for label, _, lrs in members for _ in lrs]
+        labels = [f"{label}, lr={lr:g}" for label, _, lrs in members for lr in lrs]
         controls = [control for _, control, lrs in members for _ in lrs]
         lrs = [lr for _, _, grid in members for lr in grid]
         start = time.perf_counter()
-        result = adapt(nets[net], rules.get(rule, **json.loads(options)), lrs, controls, labels, trials, rotation,
-                       seed=seed)  # fmt: skip
+        result = adapt(nets / f"{net}.pt", rule, lrs, controls, labels, trials=trials, rotation=rotation, seed=seed,
+                       rule_options=json.loads(options), out=out / f"adapt_{rotation:g}_{rule}_{net}")  # fmt: skip
         seconds = time.perf_counter() - start
         print(f"{rotation}° {rule} {options} on {net}: {seconds:.0f} s for {len(lrs)} conditions", flush=True)
         for label, *_ in members:
-            idx = [i for i, name in enumerate(labels) if name == label]
-            out[label] = _summarise(result, idx) | {"seconds_for_group": seconds}
-    return out
+            idx = [i for i, owner in enumerate(owners) if owner == label]
+            results[label] = _summarise(result, idx) | {"seconds_for_group": seconds}
+    return results
 
 
 def _summarise(result: AdaptationResult, idx: list[int]) -> dict:
@@ -80,7 +82,7 @@ def _summarise(result: AdaptationResult, idx: list[int]) -> dict:
         "curve_trials": result.trials,
         "best_curve": None if c is None else result.test_mse[:, c].tolist(),
         "test_mse": {f"{result.lrs[i]:g}": result.test_mse[:, i].tolist() for i in idx},
-        "best_train_curve": None if c is None else result.train_mse[:, c].tolist(),
+        "best_train_curve": None if c is None else result.train_mse[:, c].tolist(),  # mean per evaluation interval
         "_model": result.model,
         "_index": c,
     }
@@ -169,7 +171,7 @@ def main() -> None:
     nets = {name: load_checkpoint(Path(args.nets) / f"{name}.pt") for name in ("controller", "no_controller")}
     out = Path(args.out)
     for i, rotation in enumerate(args.rotation):
-        results = run_rotation(nets, rotation, args.trials, args.rules, args.seed)
+        results = run_rotation(Path(args.nets), rotation, args.trials, args.rules, args.seed, out)
         print(f"\n## {rotation:g}°, {args.trials} trials\n\n{table(results)}\n\n{lr_table(results)}\n", flush=True)
         if i == 0 and args.figure and "RFLO+c" in results:
             figure(results, nets, rotation, Path(args.figure))

@@ -3,8 +3,12 @@
     python experiments/motor_pretrain.py --out runs/motor            # n=200, batch 32, 2000 iterations
     python experiments/motor_pretrain.py --out runs/motor --n 100 --iterations 500
 
-Writes ``controller.pt`` (with a learned controller) and ``no_controller.pt`` (mask 0, W_fb
-frozen) with ``bioplaus.nets.rate_rnn.save_checkpoint``, and ``pretrain_log.json``.
+Each network is one run of the registered ``reaching`` task with rule ``bp`` through
+``bioplaus.compare`` (``bioplaus.runner.motor.pretrain``): ``--iterations / --log-every`` epochs of
+``--log-every`` Adam steps, evaluated after each. Writes ``controller.pt`` (with a learned
+controller) and ``no_controller.pt`` (mask 0, W_fb frozen) with
+``bioplaus.nets.rate_rnn.save_checkpoint``, each run's directory ``pretrain_<name>/``
+(``config.json``, ``metrics.csv``, …) and ``pretrain_log.json``.
 """
 
 from __future__ import annotations
@@ -14,10 +18,8 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from bioplaus.analysis.feedback_control import feedback_alignment
-from bioplaus.nets.rate_rnn import RateRNN, save_checkpoint
+from bioplaus.nets.rate_rnn import save_checkpoint
 from bioplaus.runner.motor import pretrain
 
 
@@ -26,6 +28,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/motor")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--log-every", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -36,13 +39,21 @@ def main() -> None:
     for name, controller in (("controller", True), ("no_controller", False)):
         if args.only not in (None, name):
             continue
-        torch.manual_seed(args.seed)
-        model = RateRNN(args.n, controller=controller)
         start = time.perf_counter()
-        log = pretrain(model, args.iterations, args.batch_size, args.lr, args.seed)
+        run = pretrain(
+            args.n,
+            controller,
+            iterations=args.iterations,
+            log_every=args.log_every,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            out=out / f"pretrain_{name}",
+        )
         seconds = time.perf_counter() - start
-        save_checkpoint(model, out / f"{name}.pt")
-        logs[name] = {"seconds": seconds, "log": log, "alignment": feedback_alignment(model)}
+        save_checkpoint(run.model, out / f"{name}.pt")
+        log = run.log()
+        logs[name] = {"seconds": seconds, "log": log, "alignment": feedback_alignment(run.model)}
         print(name, f"{seconds:.0f} s", json.dumps(log[-1]), json.dumps(logs[name]["alignment"]), flush=True)
     (out / f"pretrain_log{'_' + args.only if args.only else ''}.json").write_text(json.dumps(logs, indent=1))
 

@@ -7,6 +7,7 @@ import torch
 
 import bioplaus
 from bioplaus.errors import ConfigError
+from bioplaus.nets.rate_rnn import RateRNN, save_checkpoint
 from bioplaus.runner.checkpoint import load_model, read
 
 CASES = {
@@ -38,7 +39,45 @@ CASES = {
         },
         batch_size=16,
     ),
+    "td3": dict(
+        model="popsan",
+        task="td3",
+        model_options={"hidden": [16], "act_limit": 2.0, "threshold": "bdett"},
+        task_options={
+            "env": "Pendulum-v1",
+            "steps_per_epoch": 150,
+            "start_steps": 100,
+            "update_after": 100,
+            "update_every": 25,
+            "buffer_size": 500,
+            "critic_hidden": [16],
+            "eval_episodes": 1,
+            "progress": False,
+        },
+        batch_size=16,
+    ),
+    "reach-adaptation-grid": dict(
+        model="rate_rnn",
+        task="reach-adaptation-grid",
+        task_options={
+            "lrs": [1e-3, 100.0],  # the second condition diverges in the first epoch and stays frozen
+            "controls": [1.0, 0.0],
+            "trials": 2,
+            "timing": {
+                "T": 20,
+                "cue_on": 2,
+                "peak": [10, 10],
+                "peak_centre_out": [10, 10],
+                "go_to_peak": 5,
+                "move_steps": 12,
+            },
+        },  # fmt: skip
+        batch_size=1,
+        optimizer="sgd",
+    ),
 }
+RULE_OF = {"td3": "bp", "reach-adaptation-grid": "rflo"}
+"""The rule of the cases named after their task."""
 
 
 def _table(result):
@@ -46,9 +85,14 @@ def _table(result):
     return table.drop(columns=["step"]).reset_index(drop=True), list(table["step"])
 
 
-@pytest.mark.parametrize("rule", list(CASES))
-def test_resumed_run_equals_straight_run(rule, tmp_path):
-    options = CASES[rule] | {"rules": [rule], "seeds": 1, "progress": False, "alignment_every": 5}
+@pytest.mark.parametrize("case", list(CASES))
+def test_resumed_run_equals_straight_run(case, tmp_path):
+    rule = RULE_OF.get(case, case)
+    options = CASES[case] | {"rules": [rule], "seeds": 1, "progress": False, "alignment_every": 5}
+    if case == "reach-adaptation-grid":  # adapts a saved network
+        torch.manual_seed(0)
+        save_checkpoint(RateRNN(16), tmp_path / "net.pt")
+        options["model_options"] = {"checkpoint": str(tmp_path / "net.pt")}
     straight = bioplaus.compare(epochs=3, out=tmp_path / "straight", checkpoint=True, **options)
     bioplaus.compare(epochs=1, out=tmp_path / "resumed", checkpoint=True, **options)
     half = read(tmp_path / "resumed" / "checkpoints" / f"{rule}-seed0.pt")
@@ -58,6 +102,9 @@ def test_resumed_run_equals_straight_run(rule, tmp_path):
     a, b = _table(straight), _table(resumed)
     assert a[1] == b[1]
     assert a[0].equals(b[0])
+    if case == "reach-adaptation-grid":  # the frozen condition's state survived the resume
+        diverged = straight.table.query("split == 'adaptation' and metric == 'diverged/lr=100,control=0'")
+        assert diverged["value"].tolist() == [0.0, 1.0, 1.0, 1.0]
     full = {name: read(tmp_path / name / "checkpoints" / f"{rule}-seed0.pt") for name in ("straight", "resumed")}
     for part in ("model", "rule"):
         assert full["straight"][part].keys() == full["resumed"][part].keys()

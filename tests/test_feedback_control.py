@@ -15,6 +15,7 @@ from bioplaus import rules
 from bioplaus.analysis.feedback_control import activity_gradient, jacobian_norms, newton_alignment, rule_alignment
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.nets.rate_rnn import RateRNN, Rollout, load_checkpoint, save_checkpoint
+from bioplaus.runner.motor import KeptModel, adapt, pretrain
 from bioplaus.tasks.motor import Timing, centre_out, online_trial, random_reaches, reach_errors, rotation_matrix
 from bioplaus.tasks.motor_training import ConditionSGD
 
@@ -369,6 +370,10 @@ def test_condition_sgd_steps_each_condition_with_its_rate():
     torch.testing.assert_close(opt.path, torch.tensor([0.0, 0.2, 2.0], dtype=torch.float64))
     with pytest.raises(ConfigError, match="non-negative"):
         ConditionSGD([w], [-1.0, 0.0, 0.0])
+    again = ConditionSGD([w], [1.0, 1.0, 1.0])
+    again.load_state_dict(opt.state_dict())  # the learning rates and the path travel in checkpoints
+    torch.testing.assert_close(again.param_groups[0]["lr"], torch.tensor([0.0, 0.1, 1.0]))
+    torch.testing.assert_close(again.path, opt.path)
 
 
 def test_runner_drives_pretraining_and_online_adaptation(tmp_path):
@@ -383,3 +388,121 @@ def test_runner_drives_pretraining_and_online_adaptation(tmp_path):
     assert set(result.runs.status) == {"done"}
     test = result.table[(result.table.split == "centre_out_off") & (result.table.metric == "mse")]
     assert len(test) == 4 and test.value.notna().all()
+
+
+# the adaptation grid as a registered task ------------------------------------------------------
+SHORT_TABLE = {"T": 20, "cue_on": 2, "peak": [10, 10], "peak_centre_out": [10, 10], "go_to_peak": 5, "move_steps": 12}
+
+
+@pytest.fixture(scope="module")
+def small_net(tmp_path_factory) -> str:
+    """An n = 20 network saved with ``save_checkpoint`` (untrained: the runner's behaviour is what is tested)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("motor") / "net.pt"
+    save_checkpoint(RateRNN(20), path)
+    return str(path)
+
+
+def _grid(small_net: str, **overrides):
+    options = {"lrs": [0.0, 1e-3], "controls": [1.0, 0.0], "labels": ["still", "off"], "trials": 2,
+               "timing": SHORT_TABLE} | overrides  # fmt: skip
+    return {"model": "rate_rnn", "model_options": {"checkpoint": small_net}, "task": "reach-adaptation-grid",
+            "epochs": 2, "batch_size": 1, "optimizer": "sgd", "task_options": options, "progress": False}  # fmt: skip
+
+
+def test_adaptation_grid_runs_through_compare(small_net):
+    """Both online rules adapt a saved network through ``compare``; per-condition metrics land in the tidy table."""
+    result = bioplaus.compare(rules=["rflo", "online_bptt"], **_grid(small_net))
+    assert set(result.runs.status) == {"done"}
+    table = result.table
+    for rule in ("rflo", "online_bptt"):
+        rows = table[table.rule == rule]
+        trials = rows[(rows.split == "adaptation") & (rows.metric == "trials")].value.tolist()
+        assert trials == [0.0, 2.0, 4.0]
+        for split in ("test_off", "test_on"):
+            for metric in ("mse/still", "mse/off", "angle/still", "angle/off"):
+                values = rows[(rows.split == split) & (rows.metric == metric)].value
+                assert len(values) == 3 and values.map(math.isfinite).all(), (rule, split, metric)
+        still = rows[(rows.split == "test_off") & (rows.metric == "mse/still")].value
+        assert still.nunique() == 1  # lr = 0: the same weights tested on the same fixed trials
+        assert {"mse", "mse/still", "mse/off"} <= set(rows[rows.split == "train"].metric)
+        assert (rows[rows.metric.str.startswith("diverged/")].value == 0).all()
+    assert "test_off/mse/off" in set(result.summary.metric)
+    assert "test_off/mse/still" in result.report()
+
+
+def test_adaptation_grid_freezes_a_diverging_condition_and_the_others_go_on(small_net):
+    """A condition that blows up is reset to its start with lr 0 and reported as diverged; the others are untouched."""
+    result = adapt(small_net, "rflo", [0.0, 1e-3, 100.0], [1.0, 0.0, 1.0], ["still", "slow", "fast"],
+                   trials=4, eval_every=2, timing=Timing(**SHORT_TABLE))  # fmt: skip
+    assert result.diverged.tolist() == [False, False, True] and result.diverged_at.tolist() == [-1, -1, 1]
+    start = load_checkpoint(small_net).W_rec
+    torch.testing.assert_close(result.model.W_rec[0], start, rtol=0, atol=0)
+    torch.testing.assert_close(result.model.W_rec[2], start, rtol=0, atol=0)
+    assert not torch.equal(result.model.W_rec[1], start)
+    assert torch.isfinite(result.test_mse[:, :2]).all() and torch.isnan(result.test_mse[1:, 2]).all()
+    assert result.trials == [0, 2, 4] and result.train_mse.shape == (2, 3)
+    rows = {row["condition"]: row for row in result.rows()}
+    assert (
+        rows["fast"]["diverged"] and math.isnan(rows["fast"]["final_mse"]) and math.isfinite(rows["slow"]["final_mse"])
+    )
+    assert rows["still"]["final_mse"] == rows["still"]["initial_mse"]
+    assert rows["slow"]["efficiency"] > 0 and math.isnan(rows["fast"]["efficiency"])
+
+
+def test_adaptation_grid_bad_options_raise_config_errors(small_net):
+    with pytest.raises(ConfigError, match="one control per learning rate"):
+        bioplaus.compare(rules=["rflo"], **_grid(small_net, controls=[1.0]))
+    with pytest.raises(ConfigError, match="convention.*one of 'reference', 'cursor'"):
+        bioplaus.compare(rules=["rflo"], **_grid(small_net, convention="hand"))
+    with pytest.raises(ConfigError, match="labels must be non-empty and unique"):
+        bioplaus.compare(rules=["rflo"], **_grid(small_net, labels=["a", "a"]))
+    with pytest.raises(ConfigError, match="one label per condition"):
+        bioplaus.compare(rules=["rflo"], **_grid(small_net, labels=["a"]))
+    with pytest.raises(ConfigError, match="non-negative"):
+        bioplaus.compare(rules=["rflo"], **_grid(small_net, lrs=[-1.0, 0.0]))
+    with pytest.raises(ConfigError, match="trains online rules"):
+        bioplaus.compare(rules=["bp"], **_grid(small_net))
+    with pytest.raises(ConfigError, match="multiple of eval_every"):
+        adapt(small_net, "rflo", [0.0], [1.0], trials=5, eval_every=2)
+    with pytest.raises(ConfigError, match="multiple of log_every"):
+        pretrain(8, iterations=5, log_every=2)
+    task = bioplaus.tasks.get("reach-adaptation-grid", lrs=[0.0, 1e-3], controls=[1.0, 0.0])
+    split = load_checkpoint(small_net).split_conditions(2)
+    with pytest.raises(ConfigError, match="already split"):
+        task.prepare(split)
+
+
+def test_alignment_probe_on_the_grid_is_finite_and_changes_nothing(small_net):
+    """RFLO's per-step probe against online BPTT logs finite cosines and leaves the trained weights as they were."""
+    weights, tables = [], []
+    for every in (0, 1):
+        keep = KeptModel("rate_rnn", checkpoint=small_net)
+        config = _grid(small_net, lrs=[1e-3, 3e-3]) | {"model": keep, "model_options": None}
+        result = bioplaus.compare(rules=["rflo"], alignment_every=every, **config)
+        weights.append(keep.model.W_rec.detach().clone())
+        tables.append(result.table)
+    probed = tables[1][(tables[1].split == "train") & tables[1].metric.str.startswith("alignment/")]
+    assert len(probed) == 4 and probed.value.map(math.isfinite).all()  # one probe per trial
+    assert tables[0].metric.str.startswith("alignment/").sum() == 0
+    torch.testing.assert_close(weights[1], weights[0], rtol=0, atol=0)
+    unprobed = tables[1][~tables[1].metric.str.startswith("alignment/")].reset_index(drop=True)
+    assert unprobed.drop(columns="step").equals(tables[0].drop(columns="step"))
+
+
+def test_grid_metrics_load_from_a_sweep(small_net, tmp_path):
+    """The per-condition metrics are readable in ``bioplaus.results`` (a sweep's results directory)."""
+    config = _grid(small_net)
+    config.pop("progress")
+    runs = bioplaus.sweep(config, rules=["rflo"], out=tmp_path, workers=1, progress=False)
+    assert runs.status.tolist() == ["done"]
+    assert math.isfinite(runs["test_off/mse/off"].iloc[0]) and runs["adaptation/trials"].iloc[0] == 4
+
+
+def test_pretraining_through_the_runner_keeps_the_trained_model():
+    run = pretrain(16, iterations=4, log_every=2, batch_size=4, timing=Timing(**SHORT_TABLE), push_prob=0.5)
+    assert [row["iteration"] for row in run.log()] == [2, 4]
+    assert {"train_mse", "test/mse", "centre_out_off/angle"} <= set(run.log()[-1])
+    torch.manual_seed(0)
+    untrained = RateRNN(16)
+    assert run.model.config == untrained.config and not torch.equal(run.model.W_rec, untrained.W_rec)

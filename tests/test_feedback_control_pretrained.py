@@ -1,8 +1,9 @@
 """Feedback-controlled rate RNN after pre-training (note §7.2 tests 4–9), on small nets and short budgets.
 
 One network with a controller and one without are pre-trained once for the module (BPTT through
-the closed loop); the adaptation tests share one vectorised RFLO sweep over learning rates with
-the controller on and off.
+the closed loop: the registered ``reaching`` task through ``compare``) and saved; the adaptation
+tests share one run of the registered ``reach-adaptation-grid`` task, a vectorised RFLO sweep
+over learning rates with the controller on and off.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import math
 import pytest
 import torch
 
-from bioplaus import rules
 from bioplaus.analysis.feedback_control import control_gradient_alignment, feedback_alignment
-from bioplaus.nets.rate_rnn import RateRNN
+from bioplaus.nets.rate_rnn import RateRNN, save_checkpoint
 from bioplaus.runner.motor import adapt, pretrain
 from bioplaus.tasks.motor import Timing, centre_out, reach_scores
 
@@ -26,29 +26,36 @@ LRS = [1e-5, 3e-5, 1e-4, 3e-4]
 ADAPT_TRIALS = 300
 
 
-def _pretrained(controller: bool, iterations: int) -> RateRNN:
-    torch.manual_seed(0)
-    model = RateRNN(N, controller=controller)
-    pretrain(model, iterations, lr=LR, timing=TIMING, push_prob=PUSH, log_every=iterations)
-    return model
+def _pretrained(controller: bool, iterations: int, folder) -> tuple[RateRNN, str]:
+    """A pre-trained network and the checkpoint it is saved in."""
+    model = pretrain(N, controller, iterations=iterations, log_every=iterations, lr=LR, timing=TIMING,
+                     push_prob=PUSH).model  # fmt: skip
+    path = folder / f"{'controller' if controller else 'no_controller'}.pt"
+    save_checkpoint(model, path)
+    return model, str(path)
 
 
 @pytest.fixture(scope="module")
-def net() -> RateRNN:
-    return _pretrained(controller=True, iterations=800)
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("pretrained")
 
 
 @pytest.fixture(scope="module")
-def net_without_controller() -> RateRNN:
-    return _pretrained(controller=False, iterations=300)
+def pretrained(folder) -> tuple[RateRNN, str]:
+    return _pretrained(True, 800, folder)
 
 
 @pytest.fixture(scope="module")
-def sweep(net):
-    """RFLO over the lr grid with control on and off (and lr = 0 with control on), one vectorised pass."""
+def net(pretrained) -> RateRNN:
+    return pretrained[0]
+
+
+@pytest.fixture(scope="module")
+def sweep(pretrained):
+    """RFLO over the lr grid with control on and off (and lr = 0 with control on), one vectorised run."""
     lrs = [*LRS, *LRS, 0.0]
     controls = [1.0] * len(LRS) + [0.0] * len(LRS) + [1.0]
-    return adapt(net, rules.get("rflo"), lrs, controls, trials=ADAPT_TRIALS, timing=TIMING, eval_every=10)
+    return adapt(pretrained[1], "rflo", lrs, controls, trials=ADAPT_TRIALS, timing=TIMING, eval_every=10)
 
 
 def _rotated():
@@ -114,9 +121,10 @@ def test_control_during_learning_helps_rflo(sweep):
     assert stable["control"] >= stable["no control"]
 
 
-def test_rflo_from_w_out_on_a_net_without_controller(net_without_controller):
+def test_rflo_from_w_out_on_a_net_without_controller(folder):
     """§7.2 test 9: RFLO with B = W_outᵀ on a net pre-trained without a controller also learns (> 5×)."""
-    result = adapt(net_without_controller, rules.get("rflo", feedback="W_out"), LRS, [0.0] * len(LRS),
-                   trials=ADAPT_TRIALS, timing=TIMING, eval_every=30)  # fmt: skip
+    _, path = _pretrained(False, 300, folder)
+    result = adapt(path, "rflo", LRS, [0.0] * len(LRS), trials=ADAPT_TRIALS, timing=TIMING, eval_every=30,
+                   rule_options={"feedback": "W_out"})  # fmt: skip
     best = min((r for r in result.rows() if not r["diverged"]), key=lambda r: r["final_mse"])
     assert best["final_mse"] * 5 < best["initial_mse"]

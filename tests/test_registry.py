@@ -41,6 +41,7 @@ EXPECTED = {
         "convnet",
         "lstm",
         "mlp",
+        "popsan",
         "rate_rnn",
         "sab_lstm",
         "vnn",
@@ -72,9 +73,11 @@ EXPECTED = {
         "pixel-fashion-mnist",
         "pixel-mnist",
         "reach-adaptation",
+        "reach-adaptation-grid",
         "reaching",
         "rl",
         "synthetic",
+        "td3",
     ],
 }
 # packages whose import would register names of another kind behind the package's back

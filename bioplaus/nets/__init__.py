@@ -17,6 +17,7 @@ from bioplaus.nets.conventional import ConventionalNet
 from bioplaus.nets.convnet import ConvNet
 from bioplaus.nets.lstm import LSTMNet, SequenceNet
 from bioplaus.nets.mlp import MLP
+from bioplaus.nets.popsan import PopSAN
 from bioplaus.nets.rate_rnn import RateRNN
 from bioplaus.nets.sab import AttentiveLSTM
 from bioplaus.nets.vnn import VNN
@@ -38,6 +39,7 @@ __all__ = [
     "ADNet",
     "RateRNN",
     "MLP",
+    "PopSAN",
     "AttentiveLSTM",
     "ConvNet",
     "ConventionalNet",

@@ -39,7 +39,9 @@ import torch
 from torch import nn
 
 from bioplaus.core.capabilities import Capability
+from bioplaus.core.spec import TaskSpec
 from bioplaus.errors import ConfigError, ShapeError
+from bioplaus.nets._registry import register
 from bioplaus.nets.spiking import SpikingLinear, spiking_layers
 
 ENCODER_THRESHOLD = 0.999
@@ -193,6 +195,37 @@ class PopSAN(nn.Module):
         """Actions ``a_max · tanh(Σ_k w_jk r_jk + b_j)``, ``(B, act_dim)``."""
         r = self.rates(obs)
         return self.act_limit * torch.tanh((r * self.decoder_weight).sum(-1) + self.decoder_bias)
+
+
+ThresholdOptions = dict[str, Any]
+"""Keyword options of a threshold (named alias: the config checker reads annotations by name)."""
+
+
+@register("popsan")
+def popsan(
+    spec: TaskSpec,
+    act_limit: float = 1.0,
+    hidden: Sequence[int] = (256, 256),
+    pop: int = 10,
+    out_pop: int = 10,
+    T: int = 5,
+    threshold: str = "static",
+    carry_threshold: bool = False,
+    threshold_options: ThresholdOptions | None = None,
+) -> PopSAN:
+    """PopSAN spiking actor (Tang et al. 2020): observations ``spec.input_shape = (obs_dim,)``, ``spec.n_out`` actions.
+
+    Options as :class:`PopSAN`'s; ``act_limit`` must be the environment's ``a_max`` (task ``td3``
+    checks it).
+
+    Raises:
+        ShapeError: when the task's observations are not vectors.
+        ConfigError: for an unknown threshold or threshold option.
+    """
+    if len(spec.input_shape) != 1:
+        raise ShapeError(f"PopSAN takes observation vectors; this task's observations have shape {spec.input_shape}")
+    return PopSAN(spec.input_shape[0], spec.n_out, act_limit, hidden, pop, out_pop, T, threshold, carry_threshold,
+                  threshold_options)  # fmt: skip
 
 
 def save_actor(actor: PopSAN, path: str | Path) -> None:

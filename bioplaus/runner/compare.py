@@ -33,7 +33,8 @@ def build_optimizer(param_groups: list[dict[str, Any]], cfg: RunConfig) -> torch
     """The configured ``torch.optim`` optimizer over the rule's parameter groups.
 
     Uses PyTorch's fused implementation where this torch version has one for the parameters'
-    device (several times faster than the per-tensor loop on a CPU; same update rule).
+    device (several times faster than the per-tensor loop on a CPU; same update rule), unless
+    ``cfg.fused`` is off.
     """
     lr, wd = cfg.lr, cfg.weight_decay
     if cfg.optimizer == "rmsprop":
@@ -43,10 +44,12 @@ def build_optimizer(param_groups: list[dict[str, Any]], cfg: RunConfig) -> torch
         "adamw": (torch.optim.AdamW, {}),
         "adam": (torch.optim.Adam, {}),
     }[cfg.optimizer]
-    try:
-        return kind(param_groups, lr=lr, weight_decay=wd, fused=True, **kwargs)
-    except (RuntimeError, TypeError):  # no fused kernel for this torch version, device or dtype
-        return kind(param_groups, lr=lr, weight_decay=wd, **kwargs)
+    if cfg.fused:
+        try:
+            return kind(param_groups, lr=lr, weight_decay=wd, fused=True, **kwargs)
+        except (RuntimeError, TypeError):  # no fused kernel for this torch version, device or dtype
+            pass
+    return kind(param_groups, lr=lr, weight_decay=wd, **kwargs)
 
 
 @dataclass
@@ -219,6 +222,7 @@ def compare(
     lr: float = 1e-3,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
+    fused: bool = True,
     alignment_every: int = 0,
     reference: str = "bp",
     device: str = "cpu",
@@ -247,6 +251,8 @@ def compare(
         lr: learning rate.
         momentum: momentum of SGD/RMSprop.
         weight_decay: L2 weight decay.
+        fused: PyTorch's fused optimizer kernel where there is one; ``False``: the per-tensor
+            default, which rounds differently in the last bit.
         alignment_every: log the per-layer cosine between each rule's update and the BP gradient
             every this many updates (0: off).
         reference: the rule the others are held against in reports and figures.
@@ -274,6 +280,7 @@ def compare(
         "lr": lr,
         "momentum": momentum,
         "weight_decay": weight_decay,
+        "fused": fused,
         "alignment_every": alignment_every,
         "reference": reference,
         "device": device,

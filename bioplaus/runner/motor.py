@@ -1,152 +1,233 @@
-"""Drivers of the feedback-controlled rate RNN experiments: pre-training and vectorised adaptation.
+"""The feedback-controlled rate RNN experiments as ordinary runs of :func:`~bioplaus.runner.compare`.
 
-- :func:`pretrain`: BPTT through the closed loop on random reaches (Adam, the official
-  regularisers, global clip 0.2), with or without a controller.
-- :func:`adapt`: trial-by-trial adaptation of ``W_rec`` to a visuomotor rotation with an online
-  rule, for several conditions (learning rate × control on/off) in one pass: the model is split
-  into one ``W_rec`` per condition, every condition sees the same trial sequence, and
-  :class:`~bioplaus.tasks.motor_training.ConditionSGD` steps each condition with its own
-  learning rate. A condition whose training or control-off test MSE becomes non-finite or
-  exceeds ``diverge_above`` is reported as diverged (and frozen); the others go on.
+- :func:`pretrain`: the registered ``reaching`` task with rule ``bp`` (BPTT through the closed
+  loop on random reaches; Adam, the official regularisers, global clip 0.2), with or without a
+  controller.
+- :func:`adapt`: the registered ``reach-adaptation-grid`` task
+  (:class:`~bioplaus.tasks.motor_training.AdaptationGrid`) with an online rule, starting from a
+  saved pre-trained network: several conditions (learning rate × control on/off) in one run.
 
-Both train through the runner's :func:`~bioplaus.runner.training.train_step`.
+Both are one call of ``compare``; what they add is the trained model, which ``compare`` does not
+return (it keeps only metrics, and model files where ``checkpoint=True``). They build it with
+:class:`KeptModel`, a model factory that keeps what it built, so no folder is needed.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import torch
+from torch import nn
 
-from bioplaus.core import Rule
-from bioplaus.errors import ConfigError
-from bioplaus.nets.rate_rnn import RateRNN
-from bioplaus.rules.backprop import Backprop
-from bioplaus.runner.training import train_epoch, train_step
-from bioplaus.tasks.motor import MotorTask, Timing, TrialBatch, centre_out, reach_scores
-from bioplaus.tasks.motor_training import AdaptationResult, AdaptationTrials, ConditionSGD
+from bioplaus import nets
+from bioplaus.core import Rule, TaskSpec
+from bioplaus.errors import ConfigError, DivergedError
+from bioplaus.nets.rate_rnn import RateRNN, load_checkpoint
+from bioplaus.runner.compare import compare
+from bioplaus.runner.result import Comparison
+from bioplaus.tasks.motor import Timing
+from bioplaus.tasks.motor_training import AdaptationResult, condition_labels
+
+
+class KeptModel:
+    """A model factory for ``compare`` that keeps what it built.
+
+    Builds the registered model ``source`` with ``options``, or, when ``source`` is a module, a
+    fresh copy of it (the module itself is never trained). After ``compare`` returns,
+    :attr:`model` is the model of the run that trained last (a comparison of one rule and one
+    seed: its trained model).
+    """
+
+    def __init__(self, source: str | nn.Module, **options: Any):
+        if isinstance(source, nn.Module) and options:
+            raise ConfigError("options apply to a registered model given by name, not to a model object")
+        self.source, self.options = source, options
+        self.model: Any = None
+
+    def __call__(self, spec: TaskSpec) -> Any:
+        if isinstance(self.source, nn.Module):
+            self.model = copy.deepcopy(self.source)
+        else:
+            self.model = nets.get(self.source, spec, **self.options)
+        return self.model
+
+    def __repr__(self) -> str:  # what config.json records as the model
+        if isinstance(self.source, nn.Module):
+            return f"copy of {type(self.source).__name__}"
+        return f"{self.source}({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
+
+
+def _finished(comparison: Comparison) -> None:
+    for run in comparison.runs[comparison.runs["status"] != "done"].itertuples():
+        raise DivergedError(f"run {run.rule} (seed {run.seed}) diverged: {run.message}")
+
+
+@dataclass
+class Pretrained:
+    """A pre-trained network and the run that trained it.
+
+    Attributes:
+        model: the trained :class:`~bioplaus.nets.rate_rnn.RateRNN`.
+        comparison: the run's :class:`~bioplaus.runner.result.Comparison` (tidy table, run record).
+        log_every: iterations per epoch (between evaluations).
+    """
+
+    model: RateRNN
+    comparison: Comparison
+    log_every: int
+
+    def log(self) -> list[dict[str, float]]:
+        """One dict per evaluation after training: ``iteration``, ``train_mse`` and each ``split/metric``."""
+        table = self.comparison.table
+        out = []
+        for epoch, rows in table[table["epoch"] > 0].groupby("epoch", sort=True):
+            row: dict[str, float] = {"iteration": int(epoch) * self.log_every}
+            for split, metric, value in zip(rows["split"], rows["metric"], rows["value"], strict=True):
+                row["train_mse" if (split, metric) == ("train", "mse") else f"{split}/{metric}"] = value
+            out.append(row)
+        return out
 
 
 def pretrain(
-    model: RateRNN,
+    n: int = 200,
+    controller: bool = True,
+    *,
     iterations: int = 2000,
+    log_every: int = 100,
     batch_size: int = 32,
     lr: float = 1e-3,
     seed: int = 0,
     timing: str | Timing = "kaleb",
     push_prob: float = 0.0,
-    log_every: int = 100,
-) -> list[dict[str, float]]:
-    """Pre-train ``model`` in place by BPTT through the closed loop on random reaches.
+    model_options: Mapping[str, Any] | None = None,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> Pretrained:
+    """Pre-train a ``rate_rnn`` of ``n`` units by BPTT through the closed loop on random reaches.
 
-    Adam (``lr``), batch ``batch_size``, ``λ_w = 10⁻³`` non-squared norms, ``λ_r = 2·10⁻³``, global
-    clip 0.2, as the official ``setup_OFC_network.py`` (which uses batch 256 and 5000 iterations;
-    pitfall P13). ``W_fb`` is trained only when the model has a controller.
+    The ``reaching`` task with rule ``bp`` for ``iterations // log_every`` epochs of ``log_every``
+    batches of ``batch_size`` trials, Adam with ``lr`` (``λ_w = 10⁻³`` non-squared norms,
+    ``λ_r = 2·10⁻³``, global clip 0.2, as the official ``setup_OFC_network.py``, which uses batch
+    256 and 5000 iterations; pitfall P13). ``seed`` fixes the initial weights and the trials.
+    ``W_fb`` is trained only when the model has a controller.
 
-    Returns:
-        The task's test metrics every ``log_every`` iterations (and after the last).
+    Args:
+        model_options: further options of the ``rate_rnn`` model (``fb_density``, ``fb_delay``,
+            ``error``, ``tau``, ``dt``).
+        out: a folder for the run's ``config.json``, ``metrics.csv``, … (``compare``'s ``out``).
+
+    Raises:
+        ConfigError: when ``iterations`` is not a positive multiple of ``log_every``.
+        DivergedError: when the loss became non-finite.
     """
-    if iterations < 1 or log_every < 1:
-        raise ConfigError(f"iterations and log_every must be positive, got {iterations}, {log_every}")
-    task = MotorTask("random", batch_size, log_every, timing, push_prob=push_prob)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    rule, log, done = Backprop(), [], 0
-    while done < iterations:
-        task.iterations = min(log_every, iterations - done)
-        train = train_epoch(task, model, rule, optimizer, generator=generator)
-        done += task.iterations
-        scores = task.evaluate(model)
-        log.append({"iteration": done, "train_mse": train["mse"]} | {
-            f"{split}/{k}": v for split, metrics in scores.items() for k, v in metrics.items()
-        })  # fmt: skip
-    return log
+    if log_every < 1 or iterations < log_every or iterations % log_every:
+        raise ConfigError(f"iterations must be a positive multiple of log_every, got {iterations} and {log_every}")
+    keep = KeptModel("rate_rnn", n=n, controller=controller, **dict(model_options or {}))
+    comparison = compare(
+        model=keep,
+        rules=["bp"],
+        task="reaching",
+        seeds=[seed],
+        epochs=iterations // log_every,
+        batch_size=batch_size,
+        optimizer="adam",
+        lr=lr,
+        fused=False,  # torch's per-tensor Adam, as the recorded pre-training runs used
+        task_options={"iterations": log_every, "timing": timing, "push_prob": push_prob},
+        out=out,
+        progress=progress,
+    )
+    _finished(comparison)
+    return Pretrained(keep.model, comparison, log_every)
 
 
 def adapt(
-    model: RateRNN,
-    rule: Rule,
+    model: RateRNN | str | Path,
+    rule: str | Rule,
     lrs: Sequence[float],
     controls: Sequence[float],
     labels: Sequence[str] | None = None,
+    *,
     trials: int = 500,
+    eval_every: int = 10,
     rotation: float = 30.0,
     convention: str = "reference",
     timing: str | Timing = "kaleb",
-    eval_every: int = 10,
     seed: int = 0,
     diverge_above: float = 1e3,
+    rule_options: Mapping[str, Any] | None = None,
+    alignment_every: int = 0,
+    out: str | Path | None = None,
+    progress: bool = False,
 ) -> AdaptationResult:
-    """Adapt copies of a pre-trained ``model`` to a rotation, one condition per ``(lrs[c], controls[c])``.
+    """Adapt a pre-trained network to a rotation, one condition per ``(lrs[c], controls[c])``.
 
-    Each trial is one centre-out reach to a random target of the 8 (the same sequence for every
-    condition, batch 1 as in the official ``do_adaptation.py``), learned online with ``rule``
-    and :class:`ConditionSGD`. Every ``eval_every`` trials the 8 rotated targets are tested with
-    control off (the reported metric) and on.
+    The ``reach-adaptation-grid`` task for ``trials // eval_every`` epochs of ``eval_every``
+    trials, batch 1, with the online ``rule`` (``rflo``, ``fed``, ``online_bptt``; see
+    :class:`~bioplaus.tasks.motor_training.AdaptationGrid` for the conditions, divergence and
+    the metrics). ``seed`` fixes the trial sequence and the trials' initial states.
 
     Args:
-        model: a pre-trained (unsplit) model; it is not changed.
-        rule: an online rule (``rflo``, ``fed``, ``online_bptt``).
+        model: the pre-trained (unsplit) network, or a file saved by
+            :func:`~bioplaus.nets.rate_rnn.save_checkpoint`; it is not changed.
+        rule: an online rule, by name (with ``rule_options``) or as a :class:`~bioplaus.core.Rule`.
         lrs: learning rate per condition.
         controls: controller gain during learning per condition (0: control off, 1: on).
-        labels: condition names (default ``lr=…,control=…``).
-        trials: adaptation trials.
+        labels: condition names, unique (default ``lr=…,control=…``).
+        trials: adaptation trials, a multiple of ``eval_every``.
+        eval_every: trials between evaluations.
         rotation: degrees, counter-clockwise.
         convention: ``"reference"`` or ``"cursor"`` rotation.
         timing: trial timing.
-        eval_every: trials between evaluations.
-        seed: seed of the trial sequence and initial states.
+        seed: the run's seed.
         diverge_above: a training-trial or control-off test MSE above this counts as diverged.
+        rule_options: options of a rule given by name.
+        alignment_every: probe the rule's alignment with its reference every this many optimizer
+            steps (time steps; 0: never), logged as ``train/alignment/<layer>``.
+        out: a folder for the run's ``config.json``, ``metrics.csv``, … (``compare``'s ``out``).
+
+    Returns:
+        The per-condition curves, with :attr:`~AdaptationResult.model` the split network after
+        adaptation (no rule attached).
+
+    Raises:
+        ConfigError: for a bad condition grid, a non-online rule or ``trials`` not a multiple of ``eval_every``.
     """
-    if len(lrs) != len(controls) or not lrs:
-        raise ConfigError(f"need one control per learning rate, got {len(lrs)} lrs and {len(controls)} controls")
-    if not rule.online:
-        raise ConfigError(f"adapt runs online rules (rflo, fed, online_bptt); '{rule.name}' learns per batch")
-    C = len(lrs)
-    if labels is None:
-        labels = [f"lr={lr:g},control={g:g}" for lr, g in zip(lrs, controls, strict=True)]
-    net = copy.deepcopy(model).split_conditions(C)
-    rule.attach(net)
-    task = AdaptationTrials("centre-out", 1, 1, timing, rotation, convention, list(controls), 0.0, 0.0, 0.0, None)
-    optimizer = ConditionSGD([net.W_rec], lrs)
-    start = net.W_rec.detach().clone()
-    test = centre_out(timing).rotated(rotation, convention)
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    result = AdaptationResult(list(labels), [float(x) for x in lrs], [float(x) for x in controls])
-    diverged_at = torch.full((C,), -1)
-    evals: list[tuple[torch.Tensor, ...]] = []
-    train: list[torch.Tensor] = []
-
-    def evaluate(done: int) -> None:
-        off, on = (reach_scores(net, test, g, torch.Generator().manual_seed(10_000 + seed)) for g in (0.0, 1.0))
-        bad = (~torch.isfinite(off["mse"]) | (off["mse"] > diverge_above)) & (diverged_at < 0)
-        diverged_at[bad] = done
-        gone = diverged_at >= 0
-        evals.append(tuple(m.masked_fill(gone, math.nan) for m in (off["mse"], on["mse"], off["angle"])))
-        result.trials.append(done)
-
-    evaluate(0)
-    for trial in range(1, trials + 1):
-        mse = train_step(task, net, rule, optimizer, TrialBatch(task.sample(generator), generator), step=trial)
-        mse = mse.reshape(C, -1).mean(1)
-        bad = (~torch.isfinite(mse) | (mse > diverge_above)) & (diverged_at < 0)
-        if bad.any():  # freeze diverged conditions at their starting weights (numbers reported as NaN)
-            diverged_at[bad] = trial
-            with torch.no_grad():
-                net.W_rec[bad] = start[bad]
-            optimizer.param_groups[0]["lr"] = optimizer.param_groups[0]["lr"].masked_fill(bad, 0.0)
-        train.append(mse.masked_fill(diverged_at >= 0, math.nan))
-        if trial % eval_every == 0 or trial == trials:
-            evaluate(trial)
-    rule.detach(net)
-    result.test_mse, result.test_mse_on, result.test_angle = (torch.stack(x) for x in zip(*evals, strict=True))
-    result.train_mse = torch.stack(train)
-    result.diverged_at = diverged_at
-    result.displacement = (net.W_rec.detach() - start).flatten(1).norm(dim=1).double()
-    result.path = optimizer.path
-    result.model = net
-    return result
+    if eval_every < 1 or trials < eval_every or trials % eval_every:
+        raise ConfigError(f"trials must be a positive multiple of eval_every, got {trials} and {eval_every}")
+    if rule_options and not isinstance(rule, str):
+        raise ConfigError("rule_options apply to a rule given by name; configure your Rule object instead")
+    labels = condition_labels(lrs, controls) if labels is None else list(labels)
+    name = rule if isinstance(rule, str) else rule.name
+    keep = KeptModel(model) if isinstance(model, nn.Module) else KeptModel("rate_rnn", checkpoint=str(model))
+    comparison = compare(
+        model=keep,
+        rules={name: rule},
+        task="reach-adaptation-grid",
+        seeds=[seed],
+        epochs=trials // eval_every,
+        batch_size=1,
+        optimizer="sgd",
+        alignment_every=alignment_every,
+        task_options={
+            "lrs": list(lrs),
+            "controls": list(controls),
+            "labels": labels,
+            "trials": eval_every,
+            "rotation": rotation,
+            "convention": convention,
+            "timing": timing,
+            "diverge_above": diverge_above,
+        },
+        rule_options={name: dict(rule_options)} if rule_options else None,
+        out=out,
+        progress=progress,
+    )
+    _finished(comparison)
+    start = copy.deepcopy(model) if isinstance(model, nn.Module) else load_checkpoint(model)
+    adapted = start.split_conditions(len(labels))  # the trained copy, without the rule attached to it
+    adapted.load_state_dict(keep.model.state_dict())
+    return AdaptationResult.from_table(comparison.table, labels, lrs, controls, adapted)

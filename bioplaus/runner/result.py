@@ -91,10 +91,17 @@ class Comparison:
         return list(self.runs["rule"].drop_duplicates())
 
     def report(self, metrics: list[str] | None = None) -> str:
-        """A text table: mean ± sd per rule of the main metrics, time per update and its ratio to the reference."""
+        """A text table: mean ± sd per rule of the main metrics, time per update and its ratio to the reference.
+
+        The main metrics are test accuracy and loss and training loss; for a task that logs none
+        of them, every held-out metric (all but ``train/…``). With more than six metrics the table
+        is printed transposed (one row per metric).
+        """
         s = self.summary
         if metrics is None:
-            metrics = [m for m in ("test/accuracy", "test/loss", "train/loss") if m in set(s["metric"])]
+            present = list(dict.fromkeys(s["metric"]))
+            metrics = [m for m in ("test/accuracy", "test/loss", "train/loss") if m in present]
+            metrics = metrics or [m for m in present if not m.startswith("train/") and m != "seconds_per_step"]
         cell = s.assign(text=[_pm(m, sd) for m, sd in zip(s["mean"], s["sd"], strict=True)])
         wide = cell.pivot(index="rule", columns="metric", values="text").reindex(self.rules)
         out = wide.reindex(columns=metrics).fillna("—")
@@ -105,7 +112,7 @@ class Comparison:
             out[f"× {ref}"] = [f"{t / time_mean[ref]:.2f}" if np.isfinite(t) else "—" for t in time_mean]
         status = self.runs.groupby("rule", sort=False)["status"].agg(lambda x: f"{(x == 'done').sum()}/{len(x)} done")
         out["runs"] = status.reindex(self.rules)
-        return out.to_string()
+        return out.to_string() if len(metrics) <= 6 else out.T.to_string()
 
     def plot(self, metrics: list[str] | None = None):  # -> matplotlib.figure.Figure
         """Learning curves (mean ± sd over seeds), the reference rule (BP) drawn dashed black.

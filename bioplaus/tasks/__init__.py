@@ -8,7 +8,9 @@ from bioplaus.tasks._registry import TASKS, register
 from bioplaus.tasks.base import Task, check_finite
 from bioplaus.tasks.classification import ClassificationTask
 from bioplaus.tasks.motor import MotorTask
+from bioplaus.tasks.motor_training import AdaptationGrid
 from bioplaus.tasks.rl.dqn import DQNTask
+from bioplaus.tasks.rl.td3 import TD3Task
 from bioplaus.tasks.sequence import SequenceTask
 
 available = TASKS.available
@@ -26,10 +28,12 @@ def get(name: str, **options: Any) -> Task:
 
 
 __all__ = [
+    "AdaptationGrid",
     "ClassificationTask",
     "DQNTask",
     "MotorTask",
     "SequenceTask",
+    "TD3Task",
     "Task",
     "available",
     "check_finite",

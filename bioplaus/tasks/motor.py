@@ -509,7 +509,7 @@ class MotorTask(Task):
 def reaching(
     batch_size: int = 32,
     iterations: int = 100,
-    timing: str = "kaleb",
+    timing: str | Timing = "kaleb",
     push_prob: float = 0.0,
     weight_penalty: float = 1e-3,
     rate_penalty: float = 2e-3,
@@ -526,12 +526,17 @@ def reaching(
 def reach_adaptation(
     batch_size: int = 1,
     iterations: int = 50,
-    timing: str = "kaleb",
+    timing: str | Timing = "kaleb",
     rotation: float = 30.0,
     convention: str = "reference",
     control: float = 1.0,
     device: str = "cpu",
 ) -> MotorTask:
-    """Centre-out reaches under a visuomotor rotation, one trial per update: adaptation with online rules."""
+    """Centre-out reaches under a visuomotor rotation, one trial per update: adaptation with online rules.
+
+    One condition trained with the run's optimizer; ``reach-adaptation-grid``
+    (:class:`~bioplaus.tasks.motor_training.AdaptationGrid`) trains a grid of learning rates and
+    controller gains in one run.
+    """
     return MotorTask("centre-out", batch_size, iterations, timing, rotation, convention, control, 0.0,
                      0.0, 0.0, None, device)  # fmt: skip
