@@ -29,6 +29,10 @@ from torch import nn
 class Capability(str, Enum):
     """What a model can do for a rule or a task."""
 
+    FEEDFORWARD = "feedforward"
+    """One call maps a batch ``(batch, *input_shape)`` to a tensor ``(batch, n_out)``, with no state
+    carried between calls (MLPs, conv nets, VNNs). A model that declares no capabilities at all
+    (a plain or converted torch model) is taken to be one."""
     LAYERED = "layered"
     """Built from bioplaus weight layers (``Linear``, ``Conv2d``, ``Local2d``, ...) that rules configure."""
     VECTORIZED = "vectorized"
@@ -45,6 +49,9 @@ class Capability(str, Enum):
     """A stack of cells that each predict Q-values (``cells``), with temporal context (``ad``)."""
     SPIKING = "spiking"
     """Spiking neurons with explicit membrane and threshold state."""
+    POLICY = "policy"
+    """A deterministic actor for continuous control: observation vectors to actions in
+    ``[−act_limit, act_limit]``, with an observation normaliser ``norm`` (``popsan``)."""
 
     def __str__(self) -> str:
         return self.value
@@ -57,12 +64,14 @@ def capabilities_of(model: nn.Module) -> Capabilities:
     """The capabilities ``model`` declares (class attribute ``capabilities``) plus those its modules show.
 
     ``layered`` is read off the module tree (any :class:`~bioplaus.core.Layer`), ``recurrent``
-    likewise (any :class:`~bioplaus.core.RecurrentLayer`).
+    likewise (any :class:`~bioplaus.core.RecurrentLayer`); a model whose class declares nothing
+    (a plain or converted torch model) is ``feedforward``.
     """
     from bioplaus.core.layers import Layer
     from bioplaus.core.recurrent import RecurrentLayer
 
-    found = set(declared(type(model)) or ())
+    own = declared(type(model))
+    found = set(own) if own is not None else {Capability.FEEDFORWARD}
     for module in model.modules():
         if isinstance(module, Layer):
             found.add(Capability.LAYERED)
@@ -97,23 +106,45 @@ def describe(capabilities: Iterable[Capability | str]) -> str:
     return ", ".join(names) if names else "nothing"
 
 
+def task_model_problems(model_capabilities: Capabilities, task: Any) -> list[str]:
+    """Why ``task`` cannot drive a model with ``model_capabilities`` (``task.requires``, ``task.requires_one_of``)."""
+    problems = []
+    missing = frozenset(task.requires) - model_capabilities
+    if missing:
+        problems.append(f"task '{task.name}' drives models that are {describe(missing)}")
+    options = [frozenset(option) for option in getattr(task, "requires_one_of", ())]
+    if options and not any(option <= model_capabilities for option in options):
+        kinds = " or ".join(describe(option) for option in options)
+        problems.append(f"task '{task.name}' drives models that are {kinds}")
+    return problems
+
+
+def rule_model_problems(model_capabilities: Capabilities, rule: Any) -> list[str]:
+    """Why ``rule`` cannot train a model with ``model_capabilities`` (``rule.requires``, ``rule.excludes``)."""
+    problems = []
+    missing = frozenset(rule.requires) - model_capabilities
+    if missing:
+        problems.append(f"rule '{rule.name}' needs a model that is {describe(missing)}")
+    clash = frozenset(getattr(rule, "excludes", ())) & model_capabilities
+    if clash:
+        problems.append(f"rule '{rule.name}' cannot train a model that is {describe(clash)}")
+    return problems
+
+
 def pairing_problems(
-    model_capabilities: Capabilities,
+    model_capabilities: Capabilities | None,
     rule: Any,
     task: Any,
 ) -> list[str]:
     """Why ``rule`` cannot train a model with ``model_capabilities`` on ``task`` (empty: it can).
 
-    Reads ``rule.requires``, ``rule.signals``, ``rule.online`` and ``task.requires``,
-    ``task.provides``.
+    Reads ``rule.requires``, ``rule.excludes``, ``rule.signals``, ``rule.online`` and
+    ``task.requires``, ``task.requires_one_of``, ``task.provides``. ``model_capabilities=None``
+    (a model not known yet) checks the rule against the task alone.
     """
     problems = []
-    missing_task = frozenset(task.requires) - model_capabilities
-    if missing_task:
-        problems.append(f"task '{task.name}' drives models that are {describe(missing_task)}")
-    missing_rule = frozenset(rule.requires) - model_capabilities
-    if missing_rule:
-        problems.append(f"rule '{rule.name}' needs a model that is {describe(missing_rule)}")
+    if model_capabilities is not None:
+        problems += task_model_problems(model_capabilities, task) + rule_model_problems(model_capabilities, rule)
     provides = frozenset(task.provides)
     if rule.online and "t" not in provides:
         problems.append(

@@ -51,6 +51,9 @@ class Rule:
     requires: ClassVar[frozenset[Capability]] = frozenset()
     """Model capabilities the rule needs (checked before training)."""
 
+    excludes: ClassVar[frozenset[Capability]] = frozenset()
+    """Model capabilities the rule cannot work with (e.g. DFA and per-step sequence outputs)."""
+
     signals: ClassVar[frozenset[str]] = frozenset({"loss"})
     """Context fields and signals the rule reads (checked against the task's ``provides``)."""
 

@@ -71,7 +71,7 @@ class ConventionalNet(nn.Sequential):
         ConfigError: for an unknown option value, or an input too small for the conv/LC stages.
     """
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LAYERED})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LAYERED, Capability.FEEDFORWARD})
 
     def __init__(
         self,

@@ -31,7 +31,7 @@ class ConvNet(nn.Module):
         activation: nonlinearity, by name.
     """
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LAYERED})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LAYERED, Capability.FEEDFORWARD})
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ class MLP(nn.Module):
         bias: whether layers have biases.
     """
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LAYERED})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LAYERED, Capability.FEEDFORWARD})
 
     def __init__(
         self,

@@ -135,7 +135,7 @@ class PopSAN(nn.Module):
         threshold_options: options of the threshold (default for ``bdett``: ``psi=6`` as in PopSAN).
     """
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.SPIKING})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.SPIKING, Capability.POLICY})
 
     def __init__(
         self,

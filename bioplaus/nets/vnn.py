@@ -303,7 +303,9 @@ class VNN(nn.Module):
         init: ``"onoff"`` or ``"he"``; ``"auto"`` picks ON/OFF for nonnegative nets.
     """
 
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LAYERED, Capability.VECTORIZED})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.LAYERED, Capability.VECTORIZED, Capability.FEEDFORWARD}
+    )
 
     def __init__(self, layers: OrderedDict[str, nn.Module], nonnegative: bool = True, init: str = "auto"):
         super().__init__()

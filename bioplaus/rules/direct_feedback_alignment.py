@@ -41,6 +41,7 @@ class DirectFeedbackAlignment(Rule):
     """
 
     requires = frozenset({Capability.LAYERED})
+    excludes = frozenset({Capability.SEQUENCE})  # the broadcast error is (batch × n_out), not one per time step
     signals = frozenset({"loss", "output"})
 
     def __init__(

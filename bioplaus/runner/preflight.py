@@ -18,8 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from bioplaus.core import Capability, Rule, TaskSpec
-from bioplaus.core.capabilities import Capabilities, capabilities_of, factory_capabilities, pairing_problems
+from bioplaus.core import Rule, TaskSpec
+from bioplaus.core.capabilities import (
+    Capabilities,
+    capabilities_of,
+    factory_capabilities,
+    pairing_problems,
+    rule_model_problems,
+    task_model_problems,
+)
 from bioplaus.errors import ConfigError
 from bioplaus.nets._registry import MODELS
 from bioplaus.rules._registry import RULES
@@ -41,24 +48,32 @@ def task_class(name: str) -> type[Task] | None:
     return returned if inspect.isclass(returned) and issubclass(returned, Task) else None
 
 
-def models_that_fit(rule: Rule, task: Task | type[Task]) -> list[str]:
+def models_that_fit(rule: Rule | type[Rule], task: Task | type[Task]) -> list[str]:
     """Registered models whose declared capabilities meet the rule's and the task's needs."""
-    needed = frozenset(rule.requires) | frozenset(task.requires)
     out = []
     for name in MODELS.available():
         capabilities = factory_capabilities(MODELS.entry(name).factory)
-        if capabilities is not None and needed <= capabilities:
+        if capabilities is not None and not (
+            task_model_problems(capabilities, task) or rule_model_problems(capabilities, rule)
+        ):
             out.append(name)
     return out
 
 
-def rules_that_fit(capabilities: Capabilities, task: Task | type[Task]) -> list[str]:
-    """Registered rules whose contract fits a model with ``capabilities`` on ``task``."""
-    return [
-        name
-        for name in RULES.available()
-        if not pairing_problems(capabilities, _contract(RULES.entry(name).factory, name), task)
-    ]
+def rules_that_fit(capabilities: Capabilities | None, task: Task | type[Task]) -> list[str]:
+    """Registered rules whose contract fits a model with ``capabilities`` on ``task``.
+
+    ``capabilities=None`` (no model given): the rules that fit ``task`` with some registered model.
+    """
+    out = []
+    for name in RULES.available():
+        rule = _contract(RULES.entry(name).factory, name)
+        if pairing_problems(capabilities, rule, task):
+            continue
+        if capabilities is None and not models_that_fit(rule, task):
+            continue
+        out.append(name)
+    return out
 
 
 def _contract(factory: Any, name: str) -> Any:
@@ -136,11 +151,11 @@ def fitting(
     if kind == "rules":
         if rule is not None:
             raise ConfigError("'bioplaus rules' narrows by --model and --task")
-        capabilities = model_capabilities(model) if model is not None else frozenset(Capability)
+        capabilities = model_capabilities(model) if model is not None else None
         if task_contract is not None:
             return set(rules_that_fit(capabilities, task_contract))
-        return {name for name in RULES.available() if frozenset(_contract(RULES.entry(name).factory, name).requires)
-                <= capabilities}  # fmt: skip
+        return {name for name in RULES.available() if not rule_model_problems(capabilities, _contract(
+            RULES.entry(name).factory, name))}  # fmt: skip
     if kind == "models":
         if model is not None:
             raise ConfigError("'bioplaus models' narrows by --rule and --task")

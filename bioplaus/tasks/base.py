@@ -51,6 +51,8 @@ class Task(ABC):
     name: str = "task"
     spec: TaskSpec
     requires: ClassVar[frozenset[Capability]] = frozenset()
+    requires_one_of: ClassVar[tuple[frozenset[Capability], ...]] = ()
+    """Alternatives: besides :attr:`requires`, the model has every capability of at least one of these sets."""
     provides: ClassVar[frozenset[str]] = frozenset({"loss", "output", "target"})
     clip_grad_norm: float | None = None
     online_step: ClassVar[str] = "batch"

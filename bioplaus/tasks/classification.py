@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bioplaus import data
-from bioplaus.core import Context, TaskSpec
+from bioplaus.core import Capability, Context, TaskSpec
 from bioplaus.errors import ConfigError, ShapeError
 from bioplaus.registry import did_you_mean
 from bioplaus.tasks._registry import register
@@ -65,6 +65,8 @@ class ClassificationTask(Task):
         n_test: likewise for the test set.
         device: where the data and the model live.
     """
+
+    requires = frozenset({Capability.FEEDFORWARD})
 
     def __init__(
         self,

@@ -201,6 +201,7 @@ class DQNTask(Task):
     """
 
     name = "rl"
+    requires_one_of = (frozenset({Capability.FEEDFORWARD}), frozenset({Capability.LAYERWISE_Q}))
     provides = frozenset({"loss", "layer_losses"})
 
     def __init__(

@@ -111,6 +111,24 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return min(self.added, self.capacity)
 
+    _ROWS = ("obs", "next_obs", "action", "reward", "terminated", "truncated", "episode_start")
+    """The per-slot storage, filled from slot 0 on until the ring wraps."""
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle (checkpoints) only the filled slots: a run's checkpoint does not carry the empty capacity."""
+        state = dict(self.__dict__)
+        for name in self._ROWS:
+            state[name] = state[name][: len(self)].clone()
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        for name in self._ROWS:
+            filled = getattr(self, name)
+            full = filled.new_zeros((self.capacity, *filled.shape[1:]))
+            full[: len(filled)] = filled
+            setattr(self, name, full)
+
     def add(
         self,
         obs: np.ndarray | torch.Tensor,

@@ -69,7 +69,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bioplaus.core import Context, TaskSpec
+from bioplaus.core import Capability, Context, TaskSpec, capabilities_of
 from bioplaus.errors import ConfigError, DivergedError
 from bioplaus.nets.popsan import PopSAN
 from bioplaus.registry import did_you_mean
@@ -214,6 +214,7 @@ class TD3Task(Task):
     """
 
     name = "td3"
+    requires = frozenset({Capability.POLICY})
     provides = frozenset({"loss"})
 
     def __init__(
@@ -297,10 +298,10 @@ class TD3Task(Task):
             ConfigError: when ``model`` has no observation normaliser ``norm`` and action bound
                 ``act_limit`` (model ``popsan`` has both), or its bound is not the environment's.
         """
-        if not (hasattr(model, "norm") and hasattr(model, "act_limit")):
+        if Capability.POLICY not in capabilities_of(model):
             raise ConfigError(
-                f"task 'td3' trains an actor with an observation normaliser `norm` (RunningNorm) and an action "
-                f"bound `act_limit`, such as model 'popsan'; {type(model).__name__} has not both"
+                f"task 'td3' trains a policy (capability 'policy': an observation normaliser `norm` and an "
+                f"action bound `act_limit`), such as model 'popsan'; {type(model).__name__} is not one"
             )
         if not math.isclose(float(model.act_limit), self.act_limit):
             raise ConfigError(
