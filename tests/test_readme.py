@@ -23,6 +23,9 @@ def test_ci_runs_the_readme_test_command():
     assert "pip install torch==2.13.0" in command and command.index("torch==2.13.0") < command.index(".[dev]")
     main = readme_command("main-command")
     assert "bioplaus compare --task fashion-mnist" in main and "torch==2.13.0" in main
+    for line in (command, main):  # a stock Debian's pip refuses system installs: both use a virtual environment
+        venv = "python3 -m venv .venv && . .venv/bin/activate"
+        assert venv in line and line.index(venv) < line.index("pip install") and "python3-venv" in line
 
 
 def test_readme_python_example_runs(tmp_path):
