@@ -13,6 +13,24 @@ from bioplaus.runner.checkpoint import load_model, read
 CASES = {
     "fa": dict(model="mlp", task="digits", model_options={"hidden": [16]}, batch_size=128),
     "dfa": dict(model="mlp", task="digits", model_options={"hidden": [16, 16]}, batch_size=128),
+    "kolen_pollack": dict(
+        model="mlp",
+        task="digits",
+        model_options={"hidden": [16]},
+        batch_size=128,
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-3,
+    ),  # fmt: skip
+    "weight_mirror": dict(model="mlp", task="digits", model_options={"hidden": [16]}, batch_size=128),
+    "sign_symmetry": dict(
+        model="mlp",
+        task="digits",
+        model_options={"hidden": [16]},
+        batch_size=128,
+        rule_options={"sign_symmetry": {"variant": "brsf"}},
+    ),  # fmt: skip
     "rflo": dict(
         model="rate_rnn",
         task="reach-adaptation",

@@ -10,8 +10,9 @@ from typing import Any
 
 from bioplaus.analysis import lyapunov as lyapunov
 from bioplaus.analysis.alignment import alignment, cross_entropy_context
+from bioplaus.analysis.feedback_geometry import feedback_geometry
 
-__all__ = ["alignment", "cross_entropy_context"]
+__all__ = ["alignment", "cross_entropy_context", "feedback_geometry"]
 
 
 def __getattr__(name: str) -> Any:

@@ -106,6 +106,14 @@ class Rule:
         """Parameter groups for the optimizer; rules that need per-layer groups override this."""
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
+    def check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Raise `ConfigError` if `optimizer` cannot apply this rule's updates as the rule needs.
+
+        The runner calls it once the optimizer is built. The default accepts any optimizer; a rule
+        whose correctness depends on the optimizer (Kolen-Pollack needs `W` and `B` to receive
+        identical updates, so no coupled L2 decay) overrides it.
+        """
+
     def hparams(self) -> dict[str, Any]:
         """The rule's hyperparameters (its ``__init__`` keyword arguments and their values)."""
         params = inspect.signature(type(self).__init__).parameters.values()

@@ -37,6 +37,16 @@ class RuleState(nn.Module):
         else:
             self.register_buffer(name, value)
 
+    def set_parameter(self, name: str, value: torch.Tensor) -> nn.Parameter:
+        """Create or replace the learned parameter ``name`` (a rule's optimizer steps it); returns it."""
+        parameter = value if isinstance(value, nn.Parameter) else nn.Parameter(value)
+        self._buffers.pop(name, None)
+        if name in self._parameters:
+            self._parameters[name] = parameter
+        else:
+            self.register_parameter(name, parameter)
+        return parameter
+
     def get(self, name: str) -> torch.Tensor:
         """The buffer or parameter ``name``; a missing one raises ``ConfigError``."""
         if name in self._buffers and self._buffers[name] is not None:
@@ -54,8 +64,9 @@ class RuleState(nn.Module):
         return [k for k, v in (*self._buffers.items(), *self._parameters.items()) if v is not None]
 
     def clear(self) -> None:
-        """Drop every buffer (parameters stay)."""
+        """Drop every buffer and parameter."""
         self._buffers.clear()
+        self._parameters.clear()
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
         """Load ``state_dict``, first creating the buffers this state has not made yet.

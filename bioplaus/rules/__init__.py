@@ -21,7 +21,11 @@ from bioplaus.rules.distributed_td import DistributedTD
 from bioplaus.rules.feedback_alignment import FeedbackAlignment
 from bioplaus.rules.feedback_control import FED, RFLO, OnlineBPTT
 from bioplaus.rules.gevb import GEVB, ScalarCreditBackprop
+from bioplaus.rules.kolen_pollack import KolenPollack
+from bioplaus.rules.layer_feedback import LayerFeedbackRule
+from bioplaus.rules.sign_symmetry import SignFeedback, SignSymmetry
 from bioplaus.rules.temporal import BPTT, TBPTT, StreamingTBPTT
+from bioplaus.rules.weight_mirror import WeightMirror
 
 available = RULES.available
 describe = RULES.describe
@@ -44,12 +48,17 @@ __all__ = [
     "FED",
     "FeedbackAlignment",
     "GEVB",
+    "KolenPollack",
+    "LayerFeedbackRule",
     "OnlineBPTT",
     "RFLO",
     "ScalarCreditBackprop",
+    "SignFeedback",
+    "SignSymmetry",
     "Rule",
     "StreamingTBPTT",
     "TBPTT",
+    "WeightMirror",
     "available",
     "describe",
     "get",

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
-import torch
-from torch import nn
-
-from bioplaus.core import Capability, require_layers
-from bioplaus.core.rule_state import StateFeedback, state_key
 from bioplaus.rules._registry import register
-from bioplaus.rules.backprop import Backprop
+from bioplaus.rules.layer_feedback import LayerFeedbackRule
 
 
 @register("fa")
-class FeedbackAlignment(Backprop):
+class FeedbackAlignment(LayerFeedbackRule):
     r"""Feedback alignment: errors travel backward through fixed random matrices.
 
     Lillicrap, Cownden, Tweed & Akerman (2016), "Random synaptic feedback weights support error
@@ -41,34 +34,3 @@ class FeedbackAlignment(Backprop):
         seed: seed of a private generator for ``B``; ``None`` draws from torch's global generator
             (which the runner seeds per run).
     """
-
-    requires = frozenset({Capability.LAYERED})
-
-    def __init__(self, scale: float = 1.0, seed: int | None = None):
-        self.scale = scale
-        self.seed = seed
-
-    @property
-    def feedback(self) -> dict[str, torch.Tensor]:
-        """The feedback matrices ``B`` by layer name (the state's own tensors: edit them in place)."""
-        return {name: self.state.get(key) for name, key in self.__dict__.get("_keys", {}).items()}
-
-    def attach(self, model: nn.Module) -> None:
-        layers = require_layers(model, self.name)
-        keys = {name: state_key(name) for name, _ in layers}
-        state = self.state
-        kept = all(
-            state.has(key) and state.get(key).shape == layer.weight.shape
-            for (_, layer), key in zip(layers, keys.values(), strict=True)
-        )
-        if not kept:
-            state.clear()
-            generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
-            for (_, layer), key in zip(layers, keys.values(), strict=True):
-                weight = layer.weight
-                bound = self.scale / math.sqrt(layer.fan_in)
-                matrix = torch.empty(weight.shape, dtype=weight.dtype).uniform_(-bound, bound, generator=generator)
-                state.set_buffer(key, matrix.to(weight.device))
-        self._keys = keys
-        for (_, layer), key in zip(layers, keys.values(), strict=True):
-            layer.configure(feedback=StateFeedback(state, key))

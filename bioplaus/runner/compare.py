@@ -127,6 +127,7 @@ def train_run(
     task.check(model, rule)
     groups = rule.param_groups(model)
     optimizer = task.optimizer(groups) or build_optimizer(groups, cfg)
+    rule.check_optimizer(optimizer)
     generator = torch.Generator().manual_seed(seed)
     log = _RunLog(label, seed)
     objects = RunObjects(model, rule, optimizer, generator, task)
@@ -316,7 +317,13 @@ def compare(
     else:
         make_model = model
 
-    check_plan(task_obj, make_model, plan, cfg.model if isinstance(model, str) else None)
+    check_plan(
+        task_obj,
+        make_model,
+        plan,
+        cfg.model if isinstance(model, str) else None,
+        make_optimizer=lambda groups: build_optimizer(groups, cfg),
+    )
     config = cfg.to_dict() | {
         "task": cfg.task if isinstance(task, str) else repr(task_obj),
         "model": cfg.model if isinstance(model, str) else getattr(model, "__qualname__", repr(model)),

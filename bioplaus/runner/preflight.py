@@ -97,6 +97,7 @@ def check_plan(
     make_model: ModelFactory,
     rules: Sequence[tuple[str, Callable[[], Rule]]],
     model_name: str | None = None,
+    make_optimizer: Callable[[list[dict[str, Any]]], torch.optim.Optimizer] | None = None,
 ) -> None:
     """Raise ``ConfigError`` if some rule of ``rules`` cannot train the model on ``task``.
 
@@ -105,6 +106,8 @@ def check_plan(
         make_model: builds the model from the task's spec.
         rules: ``(label, factory)`` of each rule, in run order.
         model_name: the model's registered name, for messages.
+        make_optimizer: builds the run's optimizer from parameter groups (when the task has no
+            optimizer of its own), so each rule can check it (`Rule.check_optimizer`).
     """
     what = f"model '{model_name}'" if model_name else "the model"
     for label, make_rule in rules:
@@ -117,6 +120,9 @@ def check_plan(
                 raise ConfigError(_message(label, what, task, rule, capabilities, problems))
             rule.attach(model)
             task.check(model, rule)
+            if make_optimizer is not None:
+                groups = rule.param_groups(model)
+                rule.check_optimizer(task.optimizer(groups) or make_optimizer(groups))
 
 
 def _message(label: str, what: str, task: Task, rule: Rule, capabilities: Capabilities, problems: list[str]) -> str:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from bioplaus.analysis.alignment import alignment
+from bioplaus.analysis.feedback_geometry import feedback_geometry
 from bioplaus.analysis.online_alignment import OnlineProbe
 from bioplaus.core import Layer, Rule, capabilities_of, weight_layers
 from bioplaus.core.capabilities import pairing_problems
@@ -37,11 +38,9 @@ def constrained_layers(model: nn.Module) -> list[Layer]:
     return [layer for _, layer in weight_layers(model) if layer.nonnegative]
 
 
-def _apply(
-    model: nn.Module, optimizer: torch.optim.Optimizer, clip: float | None, projections: Iterable[Layer]
-) -> None:
-    if clip is not None:
-        nn.utils.clip_grad_norm_(model.parameters(), clip)
+def _apply(optimizer: torch.optim.Optimizer, clip: float | None, projections: Iterable[Layer]) -> None:
+    if clip is not None:  # over everything the optimizer steps (a rule's learned feedback too)
+        nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], clip)
     optimizer.step()
     for layer in projections:
         layer.project_()
@@ -81,7 +80,7 @@ def train_step(
         ctx = task.context(model, batch)
         check_finite(ctx.loss, step)
         rule.update(model, ctx)
-        _apply(model, optimizer, clip, projections)
+        _apply(optimizer, clip, projections)
         return ctx
     every_time_step = task.online_step == "time_step"
 
@@ -104,13 +103,13 @@ def train_step(
             if probe is not None:
                 probe.after(model, ctx)
             if every_time_step:
-                _apply(model, optimizer, clip, projections)
+                _apply(optimizer, clip, projections)
                 optimizer.zero_grad(set_to_none=True)
     check_finite(task.outcome_loss(outcome), step)
     if not every_time_step:
         if probe is not None:
             probe.finish(model)
-        _apply(model, optimizer, clip, projections)
+        _apply(optimizer, clip, projections)
     return outcome
 
 
@@ -163,6 +162,10 @@ def train_epoch(
 ) -> dict[str, float]:
     """Train ``model`` with ``rule`` for one epoch of ``task``; returns the epoch's training metrics.
 
+    The metrics include, for every layer a rule gave feedback weights, their angle and norm ratio
+    to the forward weights at the end of the epoch (`bioplaus.analysis.feedback_geometry`); the
+    alignment probes log them too.
+
     Args:
         task: the task.
         model: the model, with ``rule`` attached.
@@ -193,7 +196,8 @@ def train_epoch(
             if rule.online:
                 probe = OnlineProbe(rule, schedule.reference, model, batch, context)
             else:
-                schedule.log({f"alignment/{k}": c for k, c in alignment(model, rule, batch, context).items()})
+                cosines = {f"alignment/{k}": c for k, c in alignment(model, rule, batch, context).items()}
+                schedule.log(cosines | feedback_geometry(model))
             generator.set_state(context.state)
             schedule.seconds += time.perf_counter() - start
         outcome = train_step(task, model, rule, optimizer, batch, step=index, projections=projections, probe=probe)
@@ -201,7 +205,7 @@ def train_epoch(
             schedule.log({f"alignment/{k}": c for k, c in probe.result().items()})
             schedule.seconds += probe.seconds
         meter.add(*task.batch_metrics(batch, outcome))
-    return meter.result() | task.epoch_metrics()
+    return meter.result() | task.epoch_metrics() | feedback_geometry(model)
 
 
 class _replaying:
