@@ -109,7 +109,7 @@ def sensor_dims(env_id: str, group: str) -> tuple[int, ...]:
     """Observation indices of ``group`` (``pose``/``velocity``) for environment ``env_id``.
 
     Raises:
-        ConfigError: for an environment or group not in :data:`SENSOR_DIMS`.
+        ConfigError: for an environment or group not in [`SENSOR_DIMS`][bioplaus.analysis.degradation.SENSOR_DIMS].
     """
     family = env_id.split("-")[0]
     if family not in SENSOR_DIMS or group not in SENSOR_DIMS[family]:

@@ -159,12 +159,14 @@ class VectorLayer(Layer):
     r"""A vectorized weight layer, optionally followed by the paired gate ``r = H(t·h) h``.
 
     The weight op is a core op (linear, conv, locally connected) lifted to K components:
-    :class:`SharedOp` for layers past the first (scalar weights), :class:`InputOp` for the first
-    (a separate weight per component). ``credit_grads`` turns a per-unit scalar credit into the
-    weight and bias gradients without ever forming per-synapse K-vectors (gevb.md §2.2):
+    [`SharedOp`][bioplaus.nets.vnn.SharedOp] for layers past the first (scalar weights),
+    [`InputOp`][bioplaus.nets.vnn.InputOp] for the first (a separate weight per component). ``credit_grads`` turns a
+    per-unit scalar credit into the weight and bias gradients without ever forming per-synapse K-vectors (gevb.md §2.2):
 
-    .. math::  \frac{\partial L}{\partial W_{ij}} = \sum_b c_{b,i}\,(e_b \cdot r_{b,j}), \qquad
-               \frac{\partial L}{\partial b_{i}} = \sum_b c_{b,i}\, e_b
+    $$
+    \frac{\partial L}{\partial W_{ij}} = \sum_b c_{b,i}\,(e_b \cdot r_{b,j}), \qquad
+    \frac{\partial L}{\partial b_{i}} = \sum_b c_{b,i}\, e_b
+    $$
 
     with ``c = δ`` (exact scalar credit) for BP and ``c = G`` (the gate) for GEVB.
     """
@@ -361,7 +363,7 @@ def build_vnn(spec: TaskSpec, kind: str, architecture: Architecture, nonnegative
     Args:
         spec: the task's input shape and number of classes K.
         kind: ``"fc"``, ``"conv"`` or ``"lc"`` (the kind of the stages).
-        architecture: stages and FC widths (see :mod:`bioplaus.nets.gevb_architectures`).
+        architecture: stages and FC widths (see [`bioplaus.nets.gevb_architectures`][bioplaus.nets.gevb_architectures]).
         nonnegative: constrain every weight past the first layer to be ≥ 0.
         init: ``"onoff"``, ``"he"`` or ``"auto"``.
     """

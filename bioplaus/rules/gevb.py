@@ -4,11 +4,15 @@ Clark, Abbott & Chung (2021), "Credit Assignment Through Broadcasting a Global E
 NeurIPS; equations and the official code's layout in ``shared/research/gevb.md`` (§2). In a VNN
 with the gates fixed, ``∂h^L/∂h^ℓ_i = δ^ℓ_i I_K`` with a *scalar* credit per unit,
 
-.. math::  δ^L = 1, \qquad δ^ℓ_i = G^ℓ_i \sum_m W^{ℓ+1}_{mi}\, δ^{ℓ+1}_m ,
+$$
+δ^L = 1, \qquad δ^ℓ_i = G^ℓ_i \sum_m W^{ℓ+1}_{mi}\, δ^{ℓ+1}_m ,
+$$
 
 so with the output error ``e = ∂L/∂h^L = softmax − onehot`` (per example, ÷B for a mean loss)
 
-.. math::  \frac{∂L}{∂W^ℓ_{ij}} = δ^ℓ_i\,(e · r^{ℓ-1}_j), \qquad \frac{∂L}{∂b^ℓ_i} = δ^ℓ_i\, e .
+$$
+\frac{∂L}{∂W^ℓ_{ij}} = δ^ℓ_i\,(e · r^{ℓ-1}_j), \qquad \frac{∂L}{∂b^ℓ_i} = δ^ℓ_i\, e .
+$$
 
 **GEVB** replaces ``δ^ℓ_i`` by the postsynaptic gate ``G^ℓ_i ∈ \{0, 1\}``: a three-factor rule,
 presynaptic ``e · r_j``, postsynaptic "active or not", global ``e``; the readout gets its exact

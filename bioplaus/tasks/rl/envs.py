@@ -6,7 +6,7 @@
   no longer loads MinAtar's plugin entry point, so the games are registered explicitly with
   ``minatar.gym.register_envs()`` before ``make`` (research note, pitfall P11).
 - ``Corridor``: a small MDP for tests (research note, T5).
-- Continuous actions (MuJoCo) need ``discretize=True``: :class:`BangBang` replaces the ``Box``
+- Continuous actions (MuJoCo) need ``discretize=True``: `BangBang` replaces the ``Box``
   action space by a ``Discrete`` one over the joint bang-bang actions.
 
 Gymnasium and MinAtar are imported here, at call time, so that ``import bioplaus`` works without
@@ -106,7 +106,7 @@ def make_env(name: str, *, discretize: bool = False, **options: Any) -> Any:
 
     Args:
         name: a Gymnasium id, a MinAtar id (``MinAtar/<Game>-v1``) or ``"Corridor"``.
-        discretize: wrap a continuous-action env in :func:`make_bang_bang`.
+        discretize: wrap a continuous-action env in [`make_bang_bang`][bioplaus.tasks.rl.envs.make_bang_bang].
         options: keyword arguments of the environment (``gymnasium.make`` kwargs, ``n`` for the corridor).
 
     Raises:

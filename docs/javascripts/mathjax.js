@@ -1,0 +1,15 @@
+// MathJax 3 configuration, read before assets/mathjax/tex-chtml.js loads.
+// Only the elements of these classes are typeset: arithmatex's output on the Markdown pages
+// (\( \) and \[ \]) and the notebooks' rendered Markdown cells ($ $ and $$ $$).
+window.MathJax = {
+  tex: {
+    inlineMath: [["\\(", "\\)"], ["$", "$"]],
+    displayMath: [["\\[", "\\]"], ["$$", "$$"]],
+    processEscapes: true,
+    processEnvironments: true,
+  },
+  options: {
+    ignoreHtmlClass: ".*|",
+    processHtmlClass: "arithmatex|jp-MarkdownOutput",
+  },
+};
