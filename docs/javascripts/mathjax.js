@@ -1,6 +1,7 @@
 // MathJax 3 configuration, read before assets/mathjax/tex-chtml.js loads.
 // Only the elements of these classes are typeset: arithmatex's output on the Markdown pages
-// (\( \) and \[ \]) and the notebooks' rendered Markdown cells ($ $ and $$ $$).
+// (\( \) and \[ \]), the notebooks' rendered Markdown cells ($ $ and $$ $$) and the navigation
+// links, where notebook headings with maths appear.
 window.MathJax = {
   tex: {
     inlineMath: [["\\(", "\\)"], ["$", "$"]],
@@ -10,6 +11,6 @@ window.MathJax = {
   },
   options: {
     ignoreHtmlClass: ".*|",
-    processHtmlClass: "arithmatex|jp-MarkdownOutput",
+    processHtmlClass: "arithmatex|jp-MarkdownOutput|md-nav__link",
   },
 };
