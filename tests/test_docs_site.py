@@ -143,3 +143,23 @@ def test_notebook_pages_show_their_outputs(site, notebook):
     assert title.split(":")[0] in html
     assert html.count("<img") >= images
     assert html.count("jp-OutputArea-output") >= min(len(outputs), 1)
+
+
+OUTSIDE = re.compile(r"shared/|DESIGN\.md|research/|pitfall P\d|§|\bthe (research )?note\b|\bnote's\b", re.IGNORECASE)
+"""What points at files that are not in the repository (design notes, research notes and their sections)."""
+
+SCANNED = ["bioplaus", "docs", "experiments", "tests", "notebooks", "README.md", "mkdocs.yml"]
+TEXT = {".py", ".md", ".ipynb", ".toml", ".c", ".cpp", ".h", ".yml", ".js", ".cfg"}
+
+
+def test_the_project_speaks_of_itself_alone():
+    paths = [ROOT / s for s in SCANNED if (ROOT / s).is_file()]
+    paths += [p for s in SCANNED if (ROOT / s).is_dir() for p in (ROOT / s).rglob("*") if p.suffix in TEXT]
+    hits = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()[:120]}"
+        for path in paths
+        if path != Path(__file__).resolve()
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if OUTSIDE.search(line)
+    ]
+    assert not hits, "\n".join(hits)

@@ -1,4 +1,4 @@
-r"""Degraded conditions for a trained spiking actor, as the BDETT code applies them (``bdett.md`` §3.1).
+r"""Degraded conditions for a trained spiking actor, as the BDETT code applies them.
 
 Each condition is applied at evaluation only, to a copy of a trained actor, one episode per
 seed; the episode seed also seeds the perturbation, so every threshold meets the same noise.
@@ -12,7 +12,7 @@ seed; the episode seed also seeds the perturbation, so every threshold meets the
 ``zero_weights``   exactly ``round(0.3 · numel)`` entries of each spiking layer's weight set to 0
 ``quantized``      8-bit weights: with ``s = 255 / max(|W|, |b|)`` per layer,
                    ``W ← round(clamp(s W, ±255)) / s`` and the same for ``b``
-``scale_0.5``      weights and biases of every spiking layer × 0.5 (homeostasis, ``bdett.md`` §3.3)
+``scale_0.5``      weights and biases of every spiking layer × 0.5 (homeostasis)
 ``scale_2``        weights and biases of every spiking layer × 2
 =================  ==============================================================================
 
@@ -20,8 +20,8 @@ Two choices where the official code is not explicit or differs: the zeroed entri
 30 % of each weight matrix drawn without replacement (the official mask is not specified in the
 note), and quantised values are mapped back to the weight scale (``/ s``), which is the same
 network as integer weights with every threshold scaled by ``s``. The official code fed the integer
-weights to unscaled thresholds (``bdett.md`` §3.1); we do not follow that, because with a
-dynamic threshold it mixes a ×``s`` weight scaling (which BDETT is known not to absorb, §3.3) into
+weights to unscaled thresholds; we do not follow that, because with a
+dynamic threshold it mixes a ×``s`` weight scaling (which BDETT is known not to absorb) into
 the quantisation test.
 """
 

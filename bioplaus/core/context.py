@@ -1,6 +1,6 @@
 """The context: the global signals a task hands to a rule.
 
-DESIGN.md, contract point 3: global signals travel as arguments. A task builds a
+The rule contract: global signals travel as arguments. A task builds a
 [`Context`][bioplaus.core.context.Context] per batch (or per time step) and calls ``rule.update(model, ctx)`` (or
 ``rule.step(model, ctx)``); nothing is stored on layers as attributes.
 """

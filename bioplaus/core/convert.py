@@ -1,6 +1,6 @@
 """``convert``: any torch model becomes one that the layer-generic rules (FA, DFA, …) can train.
 
-DESIGN.md, point 10. Rules configure [`Layer`][bioplaus.core.layers.Layer] modules; a model
+Rules configure [`Layer`][bioplaus.core.layers.Layer] modules; a model
 built from ``torch.nn.Linear`` and ``torch.nn.Conv2d`` has none. `convert` swaps each of
 those for the bioplaus layer that computes the same thing with the *same* ``Parameter``
 objects, and leaves every other module (BatchNorm, pooling, dropout, residual blocks, the

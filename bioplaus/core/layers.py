@@ -1,6 +1,6 @@
 """Layers that a rule can configure.
 
-DESIGN.md, contract point 2: ``rule.attach(model)`` may ask layers to *record* what the rule
+The rule contract: ``rule.attach(model)`` may ask layers to *record* what the rule
 needs, to *detach their input* (layer-local learning), or to send errors backward through
 *feedback weights*; the model's ``forward(x)`` never changes. A [`Layer`][bioplaus.core.layers.Layer] is a weight
 operation followed by an optional pointwise activation,
@@ -49,7 +49,7 @@ def alternating_relu(h: torch.Tensor) -> torch.Tensor:
     $$
 
     It is the scalar (K = 1) analogue of the VNN's gates ``H(t_i h_i)`` with paired gating
-    vectors ``t_{2m+1} = −t_{2m}`` (Clark, Abbott & Chung, 2021; ``shared/research/gevb.md`` §3):
+    vectors ``t_{2m+1} = −t_{2m}`` (Clark, Abbott & Chung, 2021):
     with ON/OFF weights a pair ``h_{2m+1} = −h_{2m}`` opens and closes together.
 
     Args:

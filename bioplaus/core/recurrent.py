@@ -15,7 +15,7 @@ every step ``t > 0`` with ``t mod k = 0`` (truncated BPTT on a global grid: segm
 ``None`` keeps it whole (full BPTT).
 
 The state is explicit: the layer is a function of ``(x_t, state, t)`` and the module that owns
-the layer keeps the state and resets it at sequence start (DESIGN.md, contract point 5).
+the layer keeps the state and resets it at sequence start.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The [`Rule`][bioplaus.core.rule.Rule] base class: the contract every learning rule keeps (DESIGN.md).
+"""The [`Rule`][bioplaus.core.rule.Rule] base class: the contract every learning rule keeps.
 
 1. A rule produces gradients and never steps weights: it writes ``p.grad`` with the descent sign
    (accumulating, like ``loss.backward()``), and a ``torch.optim`` optimizer applies it.

@@ -2,7 +2,7 @@ r"""Artificial Dopamine (AD) network: a stack of cells, each predicting its own 
 
 Guan et al., "Temporal-Difference Learning Using Distributed Error Signals", NeurIPS 2024;
 the cell and connections follow the official code (``ad_layers.AttentionADCell``,
-``AD_DQN._layer_input``; ``shared/research/artificial_dopamine.md`` §1).
+``AD_DQN._layer_input``).
 
 **Cell** (Fig. 3). With the cell input $x$, hidden width $d$, $A$ actions and
 $H$ heads,
@@ -35,7 +35,7 @@ on CartPole, whose observations are small, weights of 1 drown the observation an
 learn (``docs/artificial_dopamine.md``).
 Acting uses the mean of the layers' Q (``average_predictions``); the TD targets are per layer.
 
-**Numerics** (pitfall P8): Flax's ``lecun_normal`` initialisation (a normal truncated at two
+**Numerics**: Flax's ``lecun_normal`` initialisation (a normal truncated at two
 standard deviations, variance ``1/fan_in``) with zero biases, LayerNorm with ``eps = 1e-6`` and a
 learnable affine map. The network is rule-agnostic: ``distributed_td`` asks each cell's
 [`Linear`][bioplaus.core.layers.Linear] to detach its input on ``attach``; ``bp`` leaves it connected.

@@ -1,7 +1,7 @@
 """The GEVB paper's conventional (scalar) baselines: fully connected, conv and locally connected nets.
 
 Clark, Abbott & Chung (2021) hold GEVB in vectorized nets against BP and DFA in conventional
-nets of the same shapes (``shared/research/gevb.md`` §1.8, §3). ``C(o, k, s, p)`` is a
+nets of the same shapes. ``C(o, k, s, p)`` is a
 convolution with ``o`` output channels, kernel ``k``, stride ``s`` and padding ``p``; ``LC`` the
 same with unshared weights ([`Local2d`][bioplaus.core.layers.Local2d]); ``pool`` is ``AvgPool2d(2)``.
 

@@ -1,4 +1,4 @@
-r"""Weight initialisations of the GEVB paper (Clark, Abbott & Chung, 2021; ``shared/research/gevb.md`` §1.6).
+r"""Weight initialisations of the GEVB paper (Clark, Abbott & Chung, 2021).
 
 Both functions work in place on a weight tensor of any layer kind; the caller names the output
 and input axes and passes ``fan_in`` (the weights feeding one output value, e.g.

@@ -1,7 +1,7 @@
 r"""A leaky ReLU rate network in a closed loop with a proportional feedback controller.
 
 The model of Kaleb, Feulner, Gallego & Clopath (NeurIPS 2024) and Feulner et al. (2022;
-Nat. Commun. 2025), written from the equations of ``shared/research/feedback_rnn.md`` §1. With
+Nat. Commun. 2025), written from the paper's equations (the Feedback control page of the documentation). With
 $\alpha = dt/\tau$ (0.01 / 0.05 = 0.2), for a batch of trials,
 
 $$
@@ -17,7 +17,7 @@ $$
 ``u_t`` is the task input, ``v_t`` the cursor velocity (the hand velocity ``W_out r_t + b_out``
 plus an external push ``p_t``, rotated by ``R`` under a cursor rotation), ``v*_t`` the reference
 velocity, ``e`` the error the controller feeds back with delay ``d`` (``e_0 = 0``, and errors
-before the trial are 0, so the controller is causal: pitfall P2). ``g`` is the per-trial
+before the trial are 0, so the controller is causal). ``g`` is the per-trial
 controller gain: ``g = 0`` switches control off and keeps the neurons' bias ``b`` (P4; in the
 official code ``b`` is the feedback layer's bias and stays on with ``fb_in = False``). ``M`` is
 a fixed Bernoulli(``fb_density``) mask; a net without a controller has ``M = 0`` and a frozen
@@ -161,7 +161,7 @@ class RateRNN(nn.Module):
         mask = torch.rand(n, n_out, generator=torch.Generator().manual_seed(mask_seed)) < density
         self.register_buffer("fb_mask", mask.to(self.W_fb.dtype))
         self.detach_feedback = False
-        """Cut the graph at the fed-back error (the loop counts as an external input; pitfall P5)."""
+        """Cut the graph at the fed-back error (the loop counts as an external input)."""
         self.state: LoopState | None = None
 
     # conditions ------------------------------------------------------------------------------

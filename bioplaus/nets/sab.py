@@ -2,7 +2,7 @@ r"""Sparse attentive backtracking (SAB) LSTM and the dense self-attention LSTM b
 
 Ke, Goyal, Bilaniuk, Binas, Mozer, Pal & Bengio, "Sparse Attentive Backtracking: Temporal
 Credit Assignment Through Reminding", NeurIPS 2018 (arXiv 1809.03702); equations, what the
-official code computes and its pitfalls: ``shared/research/sab.md``.
+official code computes and its pitfalls: the SAB page of the documentation.
 
 Per step ``t`` (memory $\mathcal M_t = \{m_0 = h_0, m_1, \dots\}$, one entry written every
 ``k_att`` steps):

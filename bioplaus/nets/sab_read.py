@@ -12,7 +12,7 @@ Z = \textstyle\sum_j r_j + \epsilon, \quad w_j = r_j / Z, \quad s = \sum_j w_j m
 \end{gathered}
 $$
 
-(Ke et al. 2018, §3): the ``R`` best slots are kept (``R = k_top + 1``, or ``k_top`` for the
+(Ke et al. 2018, Section 3): the ``R`` best slots are kept (``R = k_top + 1``, or ``k_top`` for the
 official threshold; ``δ, ε`` are 0 for ``"k+1"`` and 1e-7 for ``"k"``; with ``ε = 0`` the
 normaliser is floored at 1e-12 so tied scores give zero weights). ``R = 0`` is the rule for a
 memory of at most ``k_top`` slots: ``w_j = 1/n`` for every slot, no score. ``out`` is what

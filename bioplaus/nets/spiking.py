@@ -2,7 +2,7 @@ r"""Current-based LIF layers of SAN/PopSAN with pluggable thresholds, on snntorc
 
 The host neuron of SAN (Tang et al., IROS 2020) and PopSAN (Tang et al., CoRL 2020), used
 unchanged by BDETT (Ding et al., NeurIPS 2022), in discrete time without ``dt``
-(``shared/research/bdett.md`` §1.1):
+(the BDETT page of the documentation):
 
 $$
 \begin{aligned}

@@ -86,7 +86,7 @@ class _BDETTMemory:
 class BDETT(Threshold):
     r"""Bioinspired Dynamic Energy-Temporal Threshold (Ding et al., NeurIPS 2022), as the official code runs it.
 
-    Per neuron ``i`` of a layer (``shared/research/bdett.md`` §1.3):
+    Per neuron ``i`` of a layer:
 
     $$
     \begin{aligned}
@@ -116,7 +116,7 @@ class BDETT(Threshold):
     documented *deviation* that clamps the exponent $-\Delta V / C$ from above; the faithful
     behaviour is the default and is never altered silently. The collapse is not a float overflow
     first: a post-spike ``R`` of a few hundred already drags ``V_θ`` far below zero. In the
-    note's toy layer (``bioplaus.analysis.homeostasis``) a clamp at 20 does not prevent it at
+    toy layer (``bioplaus.analysis.homeostasis``) a clamp at 20 does not prevent it at
     ×8 input, a clamp at 3 (``R ≤ e³ − 1``) does.
 
     **Backend.** The eager path is about twenty tensor operations per step, each costing more in

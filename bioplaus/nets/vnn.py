@@ -7,14 +7,14 @@ connected ``(batch, K, units)``, convolutional ``(batch, K, channels, height, wi
   ``h_{i,k} = Σ_j W_{i,k,j} x_j + b_{i,k}`` — the official code's block-diagonal input expansion
   without the K-fold wasted FLOPs (one ``(K·out) × n₀`` product instead of ``K × (K·n₀)``).
 * **Later layers**: scalar weights shared by the K components, ``h_i = Σ_j W_ij r_j + b_i`` with
-  K-vector biases; the K axis is folded into the batch for convolutions (``shared/research/gevb.md`` §1.1–1.5).
+  K-vector biases; the K axis is folded into the batch for convolutions.
 * **Gate**: ``r_i = H(t_i · h_i) h_i`` with fixed ±1 vectors ``t_i`` in opposite-sign pairs
-  (``t_{2m+1} = −t_{2m}``), ties active, computed from the detached ``h`` (§1.3); one ``t`` per
+  (``t_{2m+1} = −t_{2m}``), ties active, computed from the detached ``h``; one ``t`` per
   channel in conv layers, shared over positions.
-* **Readout**: one vector unit whose K components are the logits, no gate (§1.4).
+* **Readout**: one vector unit whose K components are the logits, no gate.
 * **Nonnegativity**: every weight past the first layer is projected to ``W ≥ 0`` after each
-  optimizer step (``layer.nonnegative``; §1.7); biases and the first layer stay free.
-* **Init**: ON/OFF for nonnegative nets, He for mixed ones (§1.6; ``bioplaus.nets.init``).
+  optimizer step (``layer.nonnegative``); biases and the first layer stay free.
+* **Init**: ON/OFF for nonnegative nets, He for mixed ones (``bioplaus.nets.init``).
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ class VectorLayer(Layer):
     The weight op is a core op (linear, conv, locally connected) lifted to K components:
     [`SharedOp`][bioplaus.nets.vnn.SharedOp] for layers past the first (scalar weights),
     [`InputOp`][bioplaus.nets.vnn.InputOp] for the first (a separate weight per component). ``credit_grads`` turns a
-    per-unit scalar credit into the weight and bias gradients without ever forming per-synapse K-vectors (gevb.md §2.2):
+    per-unit scalar credit into the weight and bias gradients without ever forming per-synapse K-vectors:
 
     $$
     \frac{\partial L}{\partial W_{ij}} = \sum_b c_{b,i}\,(e_b \cdot r_{b,j}), \qquad
@@ -327,7 +327,7 @@ class VNN(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Draw the weights (ON/OFF or He, √K-scaled first layer) and zero the biases (gevb.md §1.6)."""
+        """Draw the weights (ON/OFF or He, √K-scaled first layer) and zero the biases."""
         weights = [m for m in self.layers if isinstance(m, VectorLayer)]
         for i, layer in enumerate(weights):
             w = layer.weight

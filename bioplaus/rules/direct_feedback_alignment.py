@@ -16,7 +16,7 @@ class DirectFeedbackAlignment(Rule):
 
     Nøkland (2016), "Direct feedback alignment provides learning in deep neural networks",
     NeurIPS. Configured as in the GEVB paper's baseline (Clark, Abbott & Chung, NeurIPS 2021,
-    ``dfa_util.py``; see ``shared/research/gevb.md`` §3): one fixed matrix
+    ``dfa_util.py``): one fixed matrix
     ``B ∈ R^{n_out × max_ℓ n_ℓ}``, entries ``U[low, high]`` (default ``U[−1, 1]``), no
     normalisation; hidden layer ℓ with ``n_ℓ`` output values per example (``C·H·W`` for conv)
     uses its first ``n_ℓ`` columns. With ``e = ∂L/∂y`` (batch-mean loss, so ``e`` carries 1/B):

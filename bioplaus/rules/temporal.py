@@ -1,14 +1,14 @@
 r"""Temporal credit assignment: full and truncated backpropagation through time.
 
 These rules do not compute gradients of their own: they *configure* how the model's recurrent
-layers keep their graph (DESIGN.md, contract point 2), and autograd does the rest.
+layers keep their graph, and autograd does the rest.
 
 - ``bptt``: the carried state keeps its whole graph; the gradient is exact,
   $\partial L/\partial\theta = \sum_t \sum_{s \le t} \partial L_t/\partial h_t \,
   \prod_{r=s+1}^{t} \partial h_r/\partial h_{r-1}\, \partial h_s/\partial\theta$.
 - ``tbptt(k_trunc)``: the state is detached before every step ``t > 0`` with
   ``t mod k_trunc = 0`` (Williams & Peng, 1990; the truncation grid of Ke et al. 2018's
-  reference re-implementation, ``shared/research/sab.md`` §5.1 pitfall 9), so the product above
+  reference re-implementation), so the product above
   stops at the start of step ``t``'s segment. ``tbptt(k)`` with ``k ≥ T`` detaches nothing and
   is ``bptt`` exactly. Paths that bypass the carried state keep their gradient: in a sparse
   attentive backtracking model (``sab_lstm``), credit still reaches stored memories through the

@@ -111,7 +111,7 @@ def pretrain(
     The ``reaching`` task with rule ``bp`` for ``iterations // log_every`` epochs of ``log_every``
     batches of ``batch_size`` trials, Adam with ``lr`` (``λ_w = 10⁻³`` non-squared norms,
     ``λ_r = 2·10⁻³``, global clip 0.2, as the official ``setup_OFC_network.py``, which uses batch
-    256 and 5000 iterations; pitfall P13). ``seed`` fixes the initial weights and the trials.
+    256 and 5000 iterations). ``seed`` fixes the initial weights and the trials.
     ``W_fb`` is trained only when the model has a controller.
 
     Args:

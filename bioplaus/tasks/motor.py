@@ -1,6 +1,6 @@
 r"""Planar reaching with a feedback-controlled rate network: trials, metrics and the training loop.
 
-Trials follow ``shared/research/feedback_rnn.md`` §1–2 (Kaleb et al. 2024; Feulner et al. 2022).
+Trials follow the papers (Kaleb et al. 2024; Feulner et al. 2022).
 Time is discretised in steps of ``dt`` = 10 ms. A trial of ``B`` reaches is batched as tensors
 ``(B, T, ·)``:
 
@@ -15,7 +15,7 @@ Time is discretised in steps of ``dt`` = 10 ms. A trial of ``B`` reaches is batc
   integrated error ``e_t`` of the model is exactly the position error ``p*_t − p_t``. (The official
   training batches shift ``v*`` one step later; we do not.)
 
-Timing (pitfall P12): ``"kaleb"`` is the NeurIPS configuration, ``T = 125``, cue and go together
+Timing: ``"kaleb"`` is the NeurIPS configuration, ``T = 125``, cue and go together
 at step 20 (no delay period), peak speed at step 70; ``"feulner"`` is the predecessor's,
 ``T = 300`` with a random go step (peak in [70, 220] for random reaches, [170, 220] for
 centre-out reaches), used with a feedback delay (``rate_rnn(fb_delay=11)``: the controller sees
@@ -24,7 +24,7 @@ centre-out reaches), used with a feedback delay (``rate_rnn(fb_delay=11)``: the 
 Trial sets: random reaches (start and end ~ U[−6, 6]²) with optional velocity pushes (each
 trial and axis with probability ``push_prob``, ``push_steps`` steps of ±``push_amplitude`` at a
 random time), and centre-out reaches to 8 targets at radius 5. Visuomotor rotation by ``φ``
-(positive = counter-clockwise, pitfall P6) in two conventions: ``"reference"`` (Kaleb: the
+(positive = counter-clockwise) in two conventions: ``"reference"`` (Kaleb: the
 reference trajectory is rotated, the cue is not, the error stays in the hand frame) and
 ``"cursor"`` (Feulner: the readout is rotated, ``v = R(φ)(W_out r + b_out + p)``, and the
 controller sees the cursor error).
@@ -34,7 +34,7 @@ through the closed loop with the official non-squared norm penalties, a rate pen
 global gradient clip) and online rules one time step at a time with an optimizer step after
 every step (adaptation). The per-step context carries ``ctx.t``, ``ctx.loss`` (``L_t =
 mean e_t²`` over trials and axes), ``ctx.output`` (``v_t``), ``ctx.target`` (``v*_t``) and
-``ctx.signals["feedback_error"]``: ``e_t``, target minus output (pitfall P1; it is not
+``ctx.signals["feedback_error"]``: ``e_t``, target minus output (it is not
 ``∂L/∂y``, so it is not passed as ``ctx.error``).
 """
 
@@ -289,7 +289,7 @@ def reach_scores(
 def pretraining_loss(
     model: RateRNN, rollout: Rollout, weight_penalty: float = 1e-3, rate_penalty: float = 2e-3
 ) -> torch.Tensor:
-    r"""The official pre-training objective (note §2, pitfall P11).
+    r"""The official pre-training objective .
 
     $$
     L = \mathrm{mean}(e^2) + \lambda_w \sum_{W} \lVert W \rVert_F + \lambda_r\, \mathrm{mean}(r^2)

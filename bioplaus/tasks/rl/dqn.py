@@ -1,6 +1,6 @@
 r"""The DQN-style RL task: ε-greedy acting, replay, per-layer double-DQN targets, evaluation.
 
-One loop serves three agents and never branches on the rule (DESIGN.md, contract point 4):
+One loop serves three agents and never branches on the rule:
 
 - **AD** (model ``ad``, rule ``distributed_td``): the rule detaches every cell's input;
 - **AD's BP twin** (model ``ad``, rule ``bp``): the same network, errors backpropagated through
@@ -11,7 +11,7 @@ One loop serves three agents and never branches on the rule (DESIGN.md, contract
 A model is a *layered Q-function*: either an [`ADNet`][bioplaus.nets.ad.ADNet]-like module
 (``forward(obs, context) -> (q (L,B,A), hidden)``, with ``initial_context``) or any module
 ``obs -> (B, A)``. For every layer ``l`` the task builds the double-DQN target from the layer's
-own online and target heads (research note §2.1, pitfalls P3, P4),
+own online and target heads,
 
 $$
 y_l = r + \gamma (1 - \text{term})\, Q_l\big(s', \arg\max_a Q_l(s', a; \theta); \theta^-\big),
@@ -21,8 +21,8 @@ $$
 (MSE without ½, no Huber; ``reward_scale`` multiplies ``r``) and hands ``ctx.loss = Σ_l L_l``
 and ``ctx.signals["layer_losses"]`` to the rule.
 
-**Temporal context** (§2.2). For a sampled transition ``t`` the context is recomputed at every
-update with the current parameters, without gradient (pitfalls P2, P5): the network runs from a
+**Temporal context**. For a sampled transition ``t`` the context is recomputed at every
+update with the current parameters, without gradient: the network runs from a
 zero context over ``s_{t-K}, …, s_{t-1}`` (online params for the online chain, target params for
 the target chain). Steps before the episode start leave the context at zero, as at an acting
 reset, and episodes are cut at ``terminated`` *or* ``truncated`` ([`replay`][bioplaus.tasks.rl.replay]; the official

@@ -1,6 +1,6 @@
 r"""The task ``td3``: TD3 (Fujimoto et al., ICML 2018) trains a spiking PopSAN actor against a deep twin critic.
 
-The PopSAN/BDETT setup (``shared/research/bdett.md`` §2.2, the PopSAN repository's defaults):
+The PopSAN/BDETT setup (the PopSAN repository's defaults):
 actor lr 1e-4, critic lr 1e-3 (Adam), batch 100, γ = 0.99, Polyak 0.995, uniform random
 actions for the first ``start_steps``, Gaussian exploration noise 0.1·a_max, target policy
 smoothing noise 0.2·a_max clipped to 0.5·a_max, policy delay 2, one update per environment step
