@@ -6,7 +6,7 @@ every CPU allocation of 2 MB or more when the environment variable ``THP_MEM_ALL
 speeds up models with large activations (``vnn_conv``: see *Huge pages* in ``docs/benchmarks.md``).
 
 PyTorch reads the variable once, at the process's first CPU tensor allocation of any size, not
-at ``import torch``: :func:`enable_huge_pages` works after importing bioplaus and torch, as long
+at ``import torch``: `enable_huge_pages` works after importing bioplaus and torch, as long
 as no tensor has been created yet. Later, only a new process sees the setting
 (``THP_MEM_ALLOC_ENABLE=1 python ...``).
 """

@@ -4,7 +4,7 @@
         [--out runs/bdett/degradation_halfcheetah]
 
 Runs every threshold × condition × episode seed of the config
-(:class:`bioplaus.analysis.degradation_suite.SuiteConfig`), writes ``episodes.csv`` (one row per
+(`bioplaus.analysis.degradation_suite.SuiteConfig`), writes ``episodes.csv`` (one row per
 episode with per-layer firing rates), ``summary.json`` and ``table.md`` (mean ± sd return and
 mean firing rates per layer; paired per-seed differences to the first threshold) and
 ``returns.png`` (bars) under ``--out``, and prints the table.

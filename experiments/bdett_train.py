@@ -8,7 +8,7 @@ per ``--eval-every`` environment steps with a deterministic evaluation after eac
 comparison's ``config.json``, ``metrics.csv``, ``runs.csv`` under ``--out``, a run checkpoint after
 every epoch (``checkpoints/``: a cut run goes on from its last epoch when the command is run
 again, bit for bit, and a larger ``--steps`` extends a finished run exactly) and at the end
-``actor.pt`` (:func:`bioplaus.nets.popsan.save_actor`, what the degradation suite loads).
+``actor.pt`` (`bioplaus.nets.popsan.save_actor`, what the degradation suite loads).
 Hyperparameters are the PopSAN defaults of the ``td3`` task except the budget options given here
 (the paper trained 1M steps; ours is a reduced CPU budget).
 """

@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python experiments/bench_spiking.py [--rounds 30]
 
 Every row runs a fresh trajectory of ``T`` steps through ``Linear(256, 256)`` and a neuron, from
-reset state, on the same Bernoulli(0.3) input spikes: bioplaus's :class:`SpikingLinear` with the
+reset state, on the same Bernoulli(0.3) input spikes: bioplaus's `SpikingLinear` with the
 static, BDETT, ALIF and homeostatic thresholds, and snntorch's stock ``Leaky`` (``beta=0.75``,
 zero reset, the same rectangular surrogate; a plain LIF without the synaptic current). Rows
 are timed in interleaved rounds (``experiments/benchlib.py``), once without autograd

@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python experiments/lyapunov_gain.py                 # n = 200, 3 networks per g
     python experiments/lyapunov_gain.py --n 500 --seeds 2 --steps 3000
 
-Networks :math:`x_{t+1} = (1-α) x_t + α W tanh x_t`, ``W_ij ~ N(0, g²/n)``, for the map (α = 1) and
+Networks $x_{t+1} = (1-α) x_t + α W tanh x_t$, ``W_ij ~ N(0, g²/n)``, for the map (α = 1) and
 a leaky Euler step (α = 0.2), autonomous, from ``x_0 ~ N(0, 1)``; a ``--transient`` of steps is
 discarded. For α = 1 the mean-field theory of Molgedey, Schuchhardt & Schuster (1992) gives the
 large-n MLE: ``ln g`` for g < 1 (the fixed point 0 attracts), and for g > 1

@@ -9,7 +9,7 @@ registered ``reach-adaptation-grid`` task through ``bioplaus.compare`` per rule 
 the lr × control conditions share the trial sequence; ``bioplaus.runner.motor.adapt``) for
 ``--trials`` trials, and the table reports the final control-off test MSE on the 8 rotated
 targets at each condition's best learning rate (lowest final MSE among non-diverged rates;
-note §6 P9). Writes ``adapt_<rotation>_<rules>.json``, each run's directory
+). Writes ``adapt_<rotation>_<rules>.json``, each run's directory
 ``adapt_<rotation>_<rule>_<network>/`` (``config.json``, ``metrics.csv``, …) and, for the first
 rotation, the figure ``docs/img/feedback_control_adaptation.png``.
 """

@@ -148,7 +148,7 @@ def test_suite_runs_from_one_config(tmp_path):
 
 
 def test_input_scale_sweep_reproduces_the_note_toy():
-    """Note §6 toy: static rates rise with the input scale; faithful BDETT collapses (Θ < 0) at ×8."""
+    """Toy layer: static rates rise with the input scale; faithful BDETT collapses (Θ < 0) at ×8."""
     rows = input_scale_sweep(
         {"static": ("static", {}), "bdett": ("bdett", {"psi": 4.0})}, scales=(0.5, 1.0, 8.0), steps=30
     )

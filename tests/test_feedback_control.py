@@ -1,6 +1,6 @@
-"""Feedback-controlled rate RNN: exact properties of the loop, the rules and the analyses (note §7.2 tests 1–3, 10).
+"""Feedback-controlled rate RNN: exact properties of the loop, the rules and the analyses (checks 1–3 and 10).
 
-Tests on pre-trained networks (§7.2 tests 4–9) are in ``test_feedback_control_pretrained.py``.
+Tests on pre-trained networks (checks 4–9) are in ``test_feedback_control_pretrained.py``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _directional_fd(fn, params, direction, eps=1e-6) -> float:
 
 @pytest.mark.parametrize("loop", ["included", "detached"])
 def test_closed_loop_gradient_matches_finite_differences(loop, float64):
-    """§7.2 test 1: BPTT of the closed loop equals finite differences (float64, n = 8, T = 20).
+    """Check 1: BPTT of the closed loop equals finite differences (float64, n = 8, T = 20).
 
     Detached: autograd with the fed-back error cut equals finite differences of the open loop
     that replays the nominal run's fed-back errors as an input.
@@ -92,7 +92,7 @@ def _frozen_run(model: RateRNN, rule, trials):
 
 @pytest.mark.parametrize("feedback", ["W_fb", "W_out"])
 def test_rflo_and_fed_equal_their_definitions(feedback, float64):
-    """§7.2 test 2: RFLO is (B e_t)_i P_t[i, j] with P by its recursion (not P's first row, pitfall P7); FED is
+    """Check 2: RFLO is (B e_t)_i P_t[i, j] with P by its recursion (not P's first row); FED is
     outer(B e_t, p̄_t). Two trials on a model split into two conditions: each trial's Δ is checked on its own."""
     model = _net(6).split_conditions(2)
     trials = random_reaches(2, SHORT, torch.Generator().manual_seed(0))
@@ -114,7 +114,7 @@ def test_rflo_and_fed_equal_their_definitions(feedback, float64):
 
 
 def test_instantaneous_activity_gradient_closed_form(float64):
-    """§7.2 test 3: −∂L_t/∂r_t = dt·W_outᵀ e_t / B for L_t = mean over (B × 2) of e_t²."""
+    """Check 3: −∂L_t/∂r_t = dt·W_outᵀ e_t / B for L_t = mean over (B × 2) of e_t²."""
     model = _net(10)
     trials = centre_out(SHORT)
     with torch.no_grad():
@@ -125,7 +125,7 @@ def test_instantaneous_activity_gradient_closed_form(float64):
 
 
 def test_online_bptt_equals_full_unroll_and_descends(float64):
-    """§7.2 test 10: online BPTT's Δ_t (loop detached) is −∂L_t/∂W_rec of a separate unroll, and a small step
+    """Check 10: online BPTT's Δ_t (loop detached) is −∂L_t/∂W_rec of a separate unroll, and a small step
     along it lowers L_t."""
     model = _net(16)
     trials = centre_out(SHORT, targets=torch.tensor([1, 6]))
@@ -165,7 +165,7 @@ def test_rules_train_only_w_rec_and_restore_on_detach():
 
 # the loop --------------------------------------------------------------------------------------
 def test_control_off_keeps_bias_and_equals_zero_feedback():
-    """Pitfall P4: gain 0 removes W_fb c_t but keeps b; the same as zeroing W_fb."""
+    """Gain 0 removes W_fb c_t but keeps b; the same as zeroing W_fb."""
     model = _net(12)
     trials = centre_out(SHORT)
     off = trials.rollout(model, 0.0, torch.Generator().manual_seed(0))
@@ -224,7 +224,7 @@ def test_reference_trajectory_and_inputs_kaleb_timing():
     torch.testing.assert_close(trials.p_ref[:, -1], trials.target)
     torch.testing.assert_close(trials.start + 0.01 * trials.v_ref.cumsum(1)[:, -1], trials.target, atol=1e-5, rtol=0)
     speed = trials.v_ref.norm(dim=-1)
-    assert int(speed[0].argmax()) in (69, 70) and 24 < float(speed.max()) < 26.5  # note §1: ≈ 24.9 units/s
+    assert int(speed[0].argmax()) in (69, 70) and 24 < float(speed.max()) < 26.5  # ≈ 24.9 units/s peak speed
     assert (trials.inputs[:, :20, :2] == 0).all() and (trials.inputs[:, 20:, :2] == trials.target.unsqueeze(1)).all()
     assert (trials.inputs[:, :20, 2] == 6).all() and (trials.inputs[:, 20:, 2] == 0).all()
     assert (speed[:, :20] == 0).all()

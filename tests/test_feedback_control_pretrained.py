@@ -1,4 +1,4 @@
-"""Feedback-controlled rate RNN after pre-training (note §7.2 tests 4–9), on small nets and short budgets.
+"""Feedback-controlled rate RNN after pre-training (checks 4–9), on small nets and short budgets.
 
 One network with a controller and one without are pre-trained once for the module (BPTT through
 the closed loop: the registered ``reaching`` task through ``compare``) and saved; the adaptation
@@ -67,7 +67,7 @@ def _scores(model, trials, control):
 
 
 def test_pretrained_controller_aligns_with_the_activity_gradient(net):
-    """§7.2 test 4: cos(W_fb, W_outᵀ) > 0.5 and cos(control, −∂L_t/∂r_t) > 0.5; a random W_fb of the same norm ≈ 0."""
+    """Test 4: cos(W_fb, W_outᵀ) > 0.5 and cos(control, −∂L_t/∂r_t) > 0.5; a random W_fb of the same norm ≈ 0."""
     assert feedback_alignment(net)["cos_fb_out"] > 0.5
     trials = _rotated()
     moving = slice(TIMING.cue_on, None)
@@ -83,19 +83,19 @@ def test_pretrained_controller_aligns_with_the_activity_gradient(net):
 
 
 def test_acute_correction_under_rotation(net):
-    """§7.2 test 5: under 30°, control on halves the MSE and keeps the endpoint angle < 10°; off misses by > 20°."""
+    """Test 5: under 30°, control on halves the MSE and keeps the endpoint angle < 10°; off misses by > 20°."""
     on, off = _scores(net, _rotated(), 1.0), _scores(net, _rotated(), 0.0)
     assert on["mse"] < 0.5 * off["mse"]
     assert on["angle"] < 10.0 < 20.0 < off["angle"]
 
 
 def test_unperturbed_reaches_are_accurate(net):
-    """§7.2 test 6: control on, no rotation: mean |endpoint angle| < 5°."""
+    """Test 6: control on, no rotation: mean |endpoint angle| < 5°."""
     assert _scores(net, centre_out(TIMING), 1.0)["angle"] < 5.0
 
 
 def test_rflo_with_control_learns_inside_the_weights(net, sweep):
-    """§7.2 test 7: RFLO+c brings the control-off test MSE below 0.1× its start; lr = 0 changes nothing; only W_rec
+    """Test 7: RFLO+c brings the control-off test MSE below 0.1× its start; lr = 0 changes nothing; only W_rec
     changes (the adapted net is tested with the controller off)."""
     rows = sweep.rows()
     best = min((r for r in rows[: len(LRS)] if not r["diverged"]), key=lambda r: r["final_mse"])
@@ -109,7 +109,7 @@ def test_rflo_with_control_learns_inside_the_weights(net, sweep):
 
 
 def test_control_during_learning_helps_rflo(sweep):
-    """§7.2 test 8: at each condition's best lr, RFLO+c beats RFLO on the same net with control off by ≥ 2×, and
+    """Test 8: at each condition's best lr, RFLO+c beats RFLO on the same net with control off by ≥ 2×, and
     its best stable lr is at least as large."""
     rows = sweep.rows()
     best = {}
@@ -122,7 +122,7 @@ def test_control_during_learning_helps_rflo(sweep):
 
 
 def test_rflo_from_w_out_on_a_net_without_controller(folder):
-    """§7.2 test 9: RFLO with B = W_outᵀ on a net pre-trained without a controller also learns (> 5×)."""
+    """Test 9: RFLO with B = W_outᵀ on a net pre-trained without a controller also learns (> 5×)."""
     _, path = _pretrained(False, 300, folder)
     result = adapt(path, "rflo", LRS, [0.0] * len(LRS), trials=ADAPT_TRIALS, timing=TIMING, eval_every=30,
                    rule_options={"feedback": "W_out"})  # fmt: skip

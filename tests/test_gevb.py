@@ -1,4 +1,4 @@
-"""GEVB and VNNs: the properties of shared/research/gevb.md §6.2, each able to fail."""
+"""GEVB and VNNs: the properties of, each able to fail."""
 
 from __future__ import annotations
 
@@ -208,7 +208,7 @@ def test_alignment_at_init_grows_with_width(float64):
     wide = _cosines(_fc((1024, 1024, 1024)))
     assert wide[0] > narrow[0] and wide[1] > narrow[1]
     assert wide[0] > 0.98 and wide[1] > 0.95
-    assert 0.3 < wide[2] < 0.8  # into the last hidden layer: δ = G·w_readout does not concentrate (§2.4)
+    assert 0.3 < wide[2] < 0.8  # into the last hidden layer: δ = G·w_readout does not concentrate
     assert math.isclose(wide[3], 1.0, abs_tol=1e-9)  # readout is exact
 
 

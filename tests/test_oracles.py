@@ -1,4 +1,4 @@
-"""Oracle tests: each rule's degenerate case equals backprop exactly (DESIGN.md, contract point 6)."""
+"""Oracle tests: each rule's degenerate case equals backprop exactly."""
 
 from __future__ import annotations
 

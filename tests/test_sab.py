@@ -1,4 +1,4 @@
-"""Sparse attentive backtracking: the tests of ``shared/research/sab.md`` §5.2 and the issue."""
+"""Sparse attentive backtracking: properties of the pieces, each able to fail."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def test_attention_weights_over_time(float64):
 
 
 def test_official_scorer_ignores_the_query(float64):
-    """w·tanh([ĥ; m]) separates, so the sparsified weights are the same for any query (pitfall 3)."""
+    """w·tanh([ĥ; m]) separates, so the sparsified weights are the same for any query."""
     model = sab(scorer="official", threshold="k", k_top=3)
     model(torch.randn(1, 12, N_IN))  # fill the memory
     summaries = [model._attend(torch.randn(1, 6) * 3, write=False)[1][:, 6:] for _ in range(2)]  # (h, [h; s])

@@ -47,7 +47,7 @@ def operator():
 
 
 def model_for(backend: str, monkeypatch, *args, **options) -> AttentiveLSTM:
-    """An AttentiveLSTM on one of :data:`BACKENDS`."""
+    """An AttentiveLSTM on one of `BACKENDS`."""
     if backend == "function":
         monkeypatch.setattr(kernel, "operator", lambda: None)
     return AttentiveLSTM(*args, backend="auto" if backend == "function" else backend, **options)

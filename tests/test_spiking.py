@@ -1,4 +1,4 @@
-"""Spiking layers and thresholds: the BDETT note's tests T1–T7 (``shared/research/bdett.md`` §6) and the baselines."""
+"""Spiking layers and thresholds: tests T1–T7 and the baselines."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _identity_layer(n: int = 3, **kwargs) -> SpikingLinear:
 
 
 def test_t1_hand_computed_table(float64):
-    """§1.5: one sample, 3 neurons, constant input current [0.2, 0.6, 1.0], ψ = 4."""
+    """A worked example: one sample, 3 neurons, constant input current [0.2, 0.6, 1.0], ψ = 4."""
     layer = _identity_layer(threshold="bdett", psi=4.0)
     x = torch.tensor([[0.2, 0.6, 1.0]])
     V = [[0.2, 0.6, 1.0], [0.45, 0.9, 1.5], [0.35, 1.05, 1.75]]
@@ -39,7 +39,7 @@ def test_t1_hand_computed_table(float64):
         torch.testing.assert_close(layer.v, torch.tensor([V[t]]), atol=1e-6, rtol=0)
         torch.testing.assert_close(layer.theta, torch.tensor([Theta[t]]), atol=1e-6, rtol=0)
         assert spikes.tolist() == [S[t]]
-        if t == 0:  # intermediate values of §1.5 at t = 0
+        if t == 0:  # intermediate values of the worked example at t = 0
             R = layer.threshold.rate_term(layer.v, torch.zeros(1, 3))
             torch.testing.assert_close(R, torch.tensor([[-0.064493, -0.181269, -0.283469]]), atol=1e-6, rtol=0)
             P = torch.tensor([[0.801094, 0.854844, 0.911092]])

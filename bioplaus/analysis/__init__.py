@@ -1,7 +1,7 @@
 """Analyses that read models and rules: alignment with the true gradient, Lyapunov spectra, control.
 
 Submodules that read tasks (``feedback_control`` reads the motor task's trials) are imported on
-first use, so that importing the tasks package, which uses :mod:`.mle_regularizer`, never
+first use, so that importing the tasks package, which uses [`mle_regularizer`][bioplaus.analysis.mle_regularizer], never
 imports a task module back through this package.
 """
 

@@ -36,12 +36,14 @@ def alignment(
 ) -> dict[str, float]:
     r"""Cosine between the rule's update and the backprop gradient, per layer, on one batch.
 
-    .. math::  \cos_\ell = \frac{\langle g^{\text{rule}}_\ell,\, \nabla_\ell L\rangle}
-                               {\lVert g^{\text{rule}}_\ell\rVert\, \lVert \nabla_\ell L\rVert}
+    $$
+    \cos_\ell = \frac{\langle g^{\text{rule}}_\ell,\, \nabla_\ell L\rangle}
+    {\lVert g^{\text{rule}}_\ell\rVert\, \lVert \nabla_\ell L\rVert}
+    $$
 
     where ``g_ℓ`` concatenates the gradients of a module's own parameters (weight and bias).
     The true gradient comes from a second forward pass with every layer switched back to plain
-    backprop (:func:`~bioplaus.core.default_settings`). Nothing observable changes: ``.grad`` of
+    backprop ([`default_settings`][bioplaus.core.layers.default_settings]). Nothing observable changes: ``.grad`` of
     every parameter is restored, the rule's own state is untouched (the update runs on a copy of
     the rule that shares the model), and the random number generator is restored, so logging
     alignment during training does not change the training run. Both forward passes see the

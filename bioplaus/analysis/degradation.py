@@ -1,27 +1,28 @@
-r"""Degraded conditions for a trained spiking actor, as the BDETT code applies them (``bdett.md`` §3.1).
+r"""Degraded conditions for a trained spiking actor, as the BDETT code applies them.
 
 Each condition is applied at evaluation only, to a copy of a trained actor, one episode per
 seed; the episode seed also seeds the perturbation, so every threshold meets the same noise.
 
-=================  ==============================================================================
-``clean``          no degradation
-``obs_noise``      every raw observation dimension ``+= N(0, 0.1)`` at every step (before z-scoring)
-``pose_noise``     one random pose dimension per episode replaced by ``N(0, 0.1)`` at every step
-``velocity_noise`` one random velocity dimension per episode replaced by ``N(0, 10)`` at every step
-``weight_noise``   ``W += N(0, 0.05)`` on every spiking layer (weights only)
-``zero_weights``   exactly ``round(0.3 · numel)`` entries of each spiking layer's weight set to 0
-``quantized``      8-bit weights: with ``s = 255 / max(|W|, |b|)`` per layer,
-                   ``W ← round(clamp(s W, ±255)) / s`` and the same for ``b``
-``scale_0.5``      weights and biases of every spiking layer × 0.5 (homeostasis, ``bdett.md`` §3.3)
-``scale_2``        weights and biases of every spiking layer × 2
-=================  ==============================================================================
+| condition | what it does |
+|---|---|
+| ``clean`` | no degradation |
+| ``obs_noise`` | every raw observation dimension ``+= N(0, 0.1)`` at every step (before z-scoring) |
+| ``pose_noise`` | one random pose dimension per episode replaced by ``N(0, 0.1)`` at every step |
+| ``velocity_noise`` | one random velocity dimension per episode replaced by ``N(0, 10)`` at every step |
+| ``weight_noise`` | ``W += N(0, 0.05)`` on every spiking layer (weights only) |
+| ``zero_weights`` | exactly ``round(0.3 · numel)`` entries of each spiking layer's weight set to 0 |
+| ``quantized`` | 8-bit weights: ``W ← round(clamp(s W, ±255)) / s`` and the same for ``b`` (``s`` below) |
+| ``scale_0.5`` | weights and biases of every spiking layer × 0.5 (homeostasis) |
+| ``scale_2`` | weights and biases of every spiking layer × 2 |
+
+The quantisation scale is ``s = 255 / max(abs(W), abs(b))`` per layer.
 
 Two choices where the official code is not explicit or differs: the zeroed entries are an exact
-30 % of each weight matrix drawn without replacement (the official mask is not specified in the
-note), and quantised values are mapped back to the weight scale (``/ s``), which is the same
+30 % of each weight matrix drawn without replacement (the official mask is not
+specified), and quantised values are mapped back to the weight scale (``/ s``), which is the same
 network as integer weights with every threshold scaled by ``s``. The official code fed the integer
-weights to unscaled thresholds (``bdett.md`` §3.1); we do not follow that, because with a
-dynamic threshold it mixes a ×``s`` weight scaling (which BDETT is known not to absorb, §3.3) into
+weights to unscaled thresholds; we do not follow that, because with a
+dynamic threshold it mixes a ×``s`` weight scaling (which BDETT is known not to absorb) into
 the quantisation test.
 """
 
@@ -109,7 +110,7 @@ def sensor_dims(env_id: str, group: str) -> tuple[int, ...]:
     """Observation indices of ``group`` (``pose``/``velocity``) for environment ``env_id``.
 
     Raises:
-        ConfigError: for an environment or group not in :data:`SENSOR_DIMS`.
+        ConfigError: for an environment or group not in [`SENSOR_DIMS`][bioplaus.analysis.degradation.SENSOR_DIMS].
     """
     family = env_id.split("-")[0]
     if family not in SENSOR_DIMS or group not in SENSOR_DIMS[family]:

@@ -1,10 +1,11 @@
 """The degradation suite from one config: conditions × thresholds × episode seeds for one trained actor.
 
-A :class:`SuiteConfig` names a :func:`~bioplaus.nets.popsan.save_actor` checkpoint, the
-environment, the thresholds to put into the actor (the checkpoint's own one, or any other as a
-drop-in: train static, evaluate with BDETT), the conditions of
-:mod:`bioplaus.analysis.degradation` and the episode seeds. :func:`run_suite` returns tidy rows
-(one per episode); :func:`summarize` gives mean ± sd return and mean per-layer firing rates.
+A [`SuiteConfig`][bioplaus.analysis.degradation_suite.SuiteConfig] names a
+[`save_actor`][bioplaus.nets.popsan.save_actor] checkpoint, the environment, the thresholds to put into the actor (the
+checkpoint's own one, or any other as a drop-in: train static, evaluate with BDETT), the conditions of
+[`bioplaus.analysis.degradation`][bioplaus.analysis.degradation] and the episode seeds.
+[`run_suite`][bioplaus.analysis.degradation_suite.run_suite] returns tidy rows (one per episode);
+[`summarize`][bioplaus.analysis.degradation_suite.summarize] gives mean ± sd return and mean per-layer firing rates.
 """
 
 from __future__ import annotations

@@ -1,24 +1,25 @@
 r"""One-step dynamics of recurrent models: the small interface that Lyapunov analysis needs.
 
-A model's dynamics is a map :math:`s_{t+1} = F(s_t, u_t)` of a flat state ``s`` ``(B, d)``
+A model's dynamics is a map $s_{t+1} = F(s_t, u_t)$ of a flat state ``s`` ``(B, d)``
 (``B`` independent trajectories, each row updated on its own) driven by an input ``u_t``
-``(B, m)``, or by nothing in an autonomous run (``u_t = None``). :class:`StepDynamics` is that
-interface; :mod:`bioplaus.analysis.lyapunov` differentiates ``step`` with forward-mode autograd,
-so it must be written in differentiable torch operations. A dynamics may also offer
-``step_with_tangents(state, input, tangents) -> (state, tangents)``: the next state together
-with the analytic Jacobian-vector products :math:`J_t V`, ``V`` ``(B, d, k)``; the Lyapunov
-code then uses it instead of autograd (``method="analytic"``).
+``(B, m)``, or by nothing in an autonomous run (``u_t = None``).
+[`StepDynamics`][bioplaus.analysis.dynamics.StepDynamics] is that interface;
+[`bioplaus.analysis.lyapunov`][bioplaus.analysis.lyapunov] differentiates ``step`` with forward-mode autograd, so it
+must be written in differentiable torch operations. A dynamics may also offer ``step_with_tangents(state, input,
+tangents) -> (state, tangents)``: the next state together with the analytic Jacobian-vector products $J_t V$, ``V``
+``(B, d, k)``; the Lyapunov code then uses it instead of autograd (``method="analytic"``).
 
-Adapters of the models in :mod:`bioplaus.nets`:
+Adapters of the models in [`bioplaus.nets`][bioplaus.nets]:
 
-- :class:`RateRNNDynamics`: the feedback-controlled rate RNN as a closed loop. State
-  ``[x_t ; e_{t−d} ; … ; e_t]`` (potentials and the controller's delay line of errors), input
+- [`RateRNNDynamics`][bioplaus.analysis.dynamics.RateRNNDynamics]: the feedback-controlled rate RNN as a closed loop.
+  State ``[x_t ; e_{t−d} ; … ; e_t]`` (potentials and the controller's delay line of errors), input
   ``[u_t ; v^*_t]`` (the task input and the reference velocity). With the controller off
   (``control = 0``) nothing feeds the error back, so by default the state is ``x_t`` alone: the
   error integrator would only add ``n_out`` exponents equal to 0.
-- :class:`LSTMDynamics`: a plain LSTM (:class:`~bioplaus.nets.lstm.LSTMNet`), state ``[h_t ; c_t]``.
-- :class:`RandomRNN`: the random rate network of Sompolinsky, Crisanti & Sommers (1988),
-  :math:`x_{t+1} = (1-\alpha) x_t + \alpha\,(W \tanh x_t + u_t)`, :math:`W_{ij} \sim N(0, g^2/n)`,
+- [`LSTMDynamics`][bioplaus.analysis.dynamics.LSTMDynamics]: a plain LSTM ([`LSTMNet`][bioplaus.nets.lstm.LSTMNet]),
+  state ``[h_t ; c_t]``.
+- [`RandomRNN`][bioplaus.analysis.dynamics.RandomRNN]: the random rate network of Sompolinsky, Crisanti & Sommers
+  (1988), $x_{t+1} = (1-\alpha) x_t + \alpha\,(W \tanh x_t + u_t)$, $W_{ij} \sim N(0, g^2/n)$,
   whose fixed point 0 loses stability at ``g = 1`` (the transition to chaos for large ``n``).
 """
 
@@ -54,12 +55,13 @@ class StepDynamics(Protocol):
 
 
 class RandomRNN:
-    r"""Random network :math:`x_{t+1} = (1-\alpha) x_t + \alpha\,(W \tanh x_t + u_t)`, :math:`W_{ij} \sim N(0, g^2/n)`.
+    r"""Random network $x_{t+1} = (1-\alpha) x_t + \alpha\,(W \tanh x_t + u_t)$, $W_{ij} \sim N(0, g^2/n)$.
 
     Euler discretisation (``α = dt/τ``) of Sompolinsky, Crisanti & Sommers (1988),
-    :math:`\tau \dot x = -x + W \tanh x`. Its Jacobian is
-    :math:`J_t = (1-\alpha) I + \alpha\, W\, \mathrm{diag}(1 - \tanh^2 x_t)`, applied analytically by
-    :meth:`step_with_tangents`. Inputs, when given, are currents ``(B, n)`` added to ``W tanh x``.
+    $\tau \dot x = -x + W \tanh x$. Its Jacobian is
+    $J_t = (1-\alpha) I + \alpha\, W\, \mathrm{diag}(1 - \tanh^2 x_t)$, applied analytically by
+    [`step_with_tangents`][bioplaus.analysis.dynamics.RandomRNN.step_with_tangents]. Inputs, when given, are currents
+    ``(B, n)`` added to ``W tanh x``.
 
     Args:
         n: number of units.
@@ -89,20 +91,21 @@ class RandomRNN:
     def step_with_tangents(
         self, state: torch.Tensor, input: torch.Tensor | None, tangents: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next states and :math:`J_t V` for tangents ``V`` ``(B, d, k)``, in closed form."""
+        """The next states and $J_t V$ for tangents ``V`` ``(B, d, k)``, in closed form."""
         gain = (1 - torch.tanh(state).pow(2)).unsqueeze(-1)
         return self.step(state, input), torch.lerp(tangents, self.W @ (gain * tangents), self.alpha)
 
 
 class RateRNNDynamics:
-    """The closed loop of a :class:`~bioplaus.nets.rate_rnn.RateRNN` as a :class:`StepDynamics`.
+    """The closed loop of a [`RateRNN`][bioplaus.nets.rate_rnn.RateRNN] as a
+    [`StepDynamics`][bioplaus.analysis.dynamics.StepDynamics].
 
     State ``[x_t ; e_{t−d} ; … ; e_t]`` ``(B, n + (d+1)·n_out)`` with ``d`` the feedback delay (or
     ``x_t`` alone without the error), input ``[u_t ; v^*_t]`` ``(B, n_in + n_out)``; ``None``
-    (autonomous) means ``u = 0`` and ``v* = 0``. One step is :meth:`RateRNN.transition`, the
-    model's own update, so the Jacobian is that of the loop the model runs (loop included: the
-    fed-back error is part of the state). Pushes and cursor rotations are not modelled; a rotation
-    in the ``"reference"`` convention is an input (the rotated ``v*``).
+    (autonomous) means ``u = 0`` and ``v* = 0``. One step is
+    [`RateRNN.transition`][bioplaus.nets.rate_rnn.RateRNN.transition], the model's own update, so the Jacobian is that
+    of the loop the model runs (loop included: the fed-back error is part of the state). Pushes and cursor rotations
+    are not modelled; a rotation in the ``"reference"`` convention is an input (the rotated ``v*``).
 
     Args:
         model: the network (unsplit, or split with a batch laid out condition-major).
@@ -146,16 +149,19 @@ class RateRNNDynamics:
     def step_with_tangents(
         self, state: torch.Tensor, input: torch.Tensor | None, tangents: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""The next states and :math:`J_t V` for tangents ``V = [δx ; δe_{t−d} ; … ; δe_t]`` ``(B, d, k)``.
+        r"""The next states and $J_t V$ for tangents ``V = [δx ; δe_{t−d} ; … ; δe_t]`` ``(B, d, k)``.
 
-        With :math:`D_t = \mathrm{diag}(x_t > 0)` and the fed-back error :math:`c_{t+1} = e_{t-d}`,
+        With $D_t = \mathrm{diag}(x_t > 0)$ and the fed-back error $c_{t+1} = e_{t-d}$,
 
-        .. math::
-            \delta x_{t+1} &= (1-\alpha)\,\delta x_t + \alpha\,(W_{rec} D_t\, \delta x_t
-                + g\,(M \odot W_{fb})\,\delta e_{t-d}), \\
-            \delta e_{t+1} & = \delta e_t - dt\, W_{out} D_{t+1}\, \delta x_{t+1}
+        $$
+        \begin{aligned}
+        \delta x_{t+1} &= (1-\alpha)\,\delta x_t + \alpha\,(W_{rec} D_t\, \delta x_t
+            + g\,(M \odot W_{fb})\,\delta e_{t-d}), \\
+        \delta e_{t+1} & = \delta e_t - dt\, W_{out} D_{t+1}\, \delta x_{t+1}
+        \end{aligned}
+        $$
 
-        (velocity error: :math:`\delta e_{t+1} = -W_{out} D_{t+1} \delta x_{t+1}`); the delay line shifts.
+        (velocity error: $\delta e_{t+1} = -W_{out} D_{t+1} \delta x_{t+1}$); the delay line shifts.
         """
         m, n, o = self.model, self.model.n, self.n_out
         d_x, d_line = tangents.split([n, self.errors * o], 1)
@@ -189,7 +195,8 @@ def _active(x: torch.Tensor) -> torch.Tensor:
 
 
 class LSTMDynamics:
-    """A plain LSTM (:class:`~bioplaus.nets.lstm.LSTMNet`) as a :class:`StepDynamics`: state ``[h_t ; c_t]``.
+    """A plain LSTM ([`LSTMNet`][bioplaus.nets.lstm.LSTMNet]) as a
+    [`StepDynamics`][bioplaus.analysis.dynamics.StepDynamics]: state ``[h_t ; c_t]``.
 
     One step is the model's own cell (called at ``t = 0``, so a truncation set by a rule never
     cuts the tangent). Autonomous runs feed zero inputs.
@@ -221,16 +228,18 @@ class LSTMDynamics:
     def step_with_tangents(
         self, state: torch.Tensor, input: torch.Tensor | None, tangents: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""The next states and :math:`J_t V` for tangents ``V = [δh ; δc]`` ``(B, 2H, k)``, in closed form.
+        r"""The next states and $J_t V$ for tangents ``V = [δh ; δc]`` ``(B, 2H, k)``, in closed form.
 
-        With the cell's pre-activation :math:`a = W [u ; h] + b` and gates
-        :math:`i, f, o = \sigma(a_{i,f,o})`, :math:`g = \tanh a_g`, the tangent of
-        :math:`c' = f c + i g`, :math:`h' = o \tanh c'` is
+        With the cell's pre-activation $a = W [u ; h] + b$ and gates
+        $i, f, o = \sigma(a_{i,f,o})$, $g = \tanh a_g$, the tangent of
+        $c' = f c + i g$, $h' = o \tanh c'$ is
 
-        .. math::
-            \delta a = W_h \delta h, \quad
-            \delta c' = f\,\delta c + c\,f(1-f)\,\delta a_f + g\,i(1-i)\,\delta a_i + i(1-g^2)\,\delta a_g, \quad
-            \delta h' = \tanh c'\, o(1-o)\,\delta a_o + o\,(1 - \tanh^2 c')\,\delta c'.
+        $$
+        \delta a = W_h \delta h, \quad
+        \delta c' = f\,\delta c + c\,f(1-f)\,\delta a_f + g\,i(1-i)\,\delta a_i + i(1-g^2)\,\delta a_g, \quad
+        \delta h' = \tanh c'\, o(1-o)\,\delta a_o + o\,(1 - \tanh^2 c')\,\delta c'.
+        $$
+
         """
         cell, H = self.model.lstm, self.hidden
         h, c = state.split(H, -1)
@@ -253,7 +262,8 @@ class LSTMDynamics:
 
 
 def as_dynamics(model: nn.Module, control: float | torch.Tensor = 1.0) -> StepDynamics:
-    """The :class:`StepDynamics` of a bioplaus recurrent model (``rate_rnn`` with gain ``control``, or ``lstm``)."""
+    """The [`StepDynamics`][bioplaus.analysis.dynamics.StepDynamics] of a bioplaus recurrent model (``rate_rnn`` with
+    gain ``control``, or ``lstm``)."""
     if isinstance(model, RateRNN):
         return RateRNNDynamics(model, control)
     if isinstance(model, LSTMNet):

@@ -1,24 +1,26 @@
-r"""Analyses of feedback-controlled rate RNNs and their local rules (Kaleb et al., NeurIPS 2024, §3.2–3.5).
+r"""Analyses of feedback-controlled rate RNNs and their local rules (Kaleb et al., NeurIPS 2024, Section 3.2–3.5).
 
-Definitions follow the official code where it has one (``shared/research/feedback_rnn.md`` §4);
+Definitions follow the official code where it has one;
 the "true" gradient is always the one with the controller loop **detached** (the fed-back
-error counts as an input, as in the official adaptation and alignment code; pitfall P5) and
+error counts as an input, as in the official adaptation and alignment code) and
 with the whole trial's history (the error is integrated, so ``L_t`` depends on every earlier
 output). ``L_t = mean e_t²`` over the trials and both axes.
 
-- :func:`feedback_alignment`: static ``cos(M⊙W_fb, W_outᵀ)``, ``cos(M⊙W_fb, (W_out W_rec)ᵀ)``
-  (the pre-training log's ``wfbs_a``) and ``‖M⊙W_fb‖/‖W_out‖``.
-- :func:`control_gradient_alignment`: per step, ``cos(g (M⊙W_fb) c_t, −∂L_t/∂r_t)``, the control
-  input against the instantaneous activity gradient, whose closed form is
+- [`feedback_alignment`][bioplaus.analysis.feedback_control.feedback_alignment]: static ``cos(M⊙W_fb, W_outᵀ)``,
+  ``cos(M⊙W_fb, (W_out W_rec)ᵀ)`` (the pre-training log's ``wfbs_a``) and ``‖M⊙W_fb‖/‖W_out‖``.
+- [`control_gradient_alignment`][bioplaus.analysis.feedback_control.control_gradient_alignment]: per step, ``cos(g
+  (M⊙W_fb) c_t, −∂L_t/∂r_t)``, the control input against the instantaneous activity gradient, whose closed form is
   ``−∂L_t/∂r_t = dt·W_outᵀRᵀ e_t / B`` (position error).
-- :func:`rule_alignment`: local alignment ``cos(Δ_t^rule, −∂L_t/∂W_rec)`` per step and global
-  alignment ``cos(Σ_t Δ_t^rule, −Σ_t ∂L_t/∂W_rec)`` over a trial, weights frozen (pitfall P8).
-- :func:`efficiency`: ``‖W_end − W_start‖ / Σ_t η‖Δ_t‖`` (the official ``update_cost`` over
-  ``update_cost_stepwise``, the latter with the learning rate so that a straight path gives 1).
-- :func:`jacobian_norms`: ``‖∂x_t/∂x_{t−1}‖`` along a trial, with the loop detached or included.
-- :func:`newton_alignment`: ``cos(Δ_t^rule, s_t)`` with the damped Newton direction
-  ``s_t = −(H_t + λI)^{-1} ∇L_t``, solved by conjugate gradients on Hessian-vector products
-  (double backward); no ``n⁴`` Hessian is formed (pitfall P10).
+- [`rule_alignment`][bioplaus.analysis.feedback_control.rule_alignment]: local alignment ``cos(Δ_t^rule,
+  −∂L_t/∂W_rec)`` per step and global alignment ``cos(Σ_t Δ_t^rule, −Σ_t ∂L_t/∂W_rec)`` over a trial, weights frozen
+ .
+- [`efficiency`][bioplaus.analysis.feedback_control.efficiency]: ``‖W_end − W_start‖ / Σ_t η‖Δ_t‖`` (the official
+  ``update_cost`` over ``update_cost_stepwise``, the latter with the learning rate so that a straight path gives 1).
+- [`jacobian_norms`][bioplaus.analysis.feedback_control.jacobian_norms]: ``‖∂x_t/∂x_{t−1}‖`` along a trial, with the
+  loop detached or included.
+- [`newton_alignment`][bioplaus.analysis.feedback_control.newton_alignment]: ``cos(Δ_t^rule, s_t)`` with the damped
+  Newton direction ``s_t = −(H_t + λI)^{-1} ∇L_t``, solved by conjugate gradients on Hessian-vector products
+  (double backward); no ``n⁴`` Hessian is formed.
 """
 
 from __future__ import annotations
@@ -152,8 +154,10 @@ def jacobian_norms(
 ) -> torch.Tensor:
     r"""``‖∂x_t/∂x_{t−1}‖`` per trial and step, ``(B, T)``, along a closed-loop trial with gain ``control``.
 
-    .. math::  \frac{\partial x_t}{\partial x_{t-1}} = (1-\alpha) I + \alpha\, W_{\mathrm{eff}}\, D_{t-1},
-        \qquad W_{\mathrm{eff}} = W_{rec} + [\text{loop}]\, g\,(M\odot W_{fb})\, \partial e_{t-1}/\partial r_{t-1}
+    $$
+    \frac{\partial x_t}{\partial x_{t-1}} = (1-\alpha) I + \alpha\, W_{\mathrm{eff}}\, D_{t-1},
+    \qquad W_{\mathrm{eff}} = W_{rec} + [\text{loop}]\, g\,(M\odot W_{fb})\, \partial e_{t-1}/\partial r_{t-1}
+    $$
 
     with ``D = diag φ'(x)``, ``∂e/∂r = −dt R W_out`` (position error) or ``−R W_out`` (velocity
     error). With ``loop=False`` the controller loop is detached (the adaptation setting); the loop

@@ -1,8 +1,8 @@
 """How much memory does a training step's autograd graph keep? Saved-tensor bytes, live and peak.
 
 Activation memory is what separates full BPTT, truncated BPTT, sparse attentive backtracking
-and its streaming backward. :class:`SavedTensorMeter` counts the bytes of every tensor autograd
-saves for backward while it is active, once per storage (views and tensors saved by several
+and its streaming backward. [`SavedTensorMeter`][bioplaus.analysis.graph_memory.SavedTensorMeter] counts the bytes of
+every tensor autograd saves for backward while it is active, once per storage (views and tensors saved by several
 nodes count once), from the moment it is saved until the graph node holding it is freed. It
 measures the graph itself, independent of the allocator, so it works the same on CPU and GPU.
 Tensors come back from the meter detached, so graphs recorded under it support one backward,
@@ -47,7 +47,7 @@ class SavedTensorMeter:
         self.live = 0
         """Bytes saved by graph nodes that are still alive."""
         self.peak = 0
-        """The largest value :attr:`live` reached."""
+        """The largest value [`live`][bioplaus.analysis.graph_memory.SavedTensorMeter.live] reached."""
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor | _Held:

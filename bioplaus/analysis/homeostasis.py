@@ -1,17 +1,17 @@
 r"""Homeostasis measurement: how a spiking layer's firing rate responds to the scale of its input.
 
 BDETT is said to "offer homeostasis" (Ding et al. 2022, abstract); the paper's metric could not
-be verified (``bdett.md`` §3.2), so this module *measures* rather than asserts. For an input
+be verified, so this module *measures* rather than asserts. For an input
 scale ``c`` the layer receives ``c · x``; a perfectly homeostatic threshold would keep the rate
 constant in ``c``. We report per threshold and scale the mean rate, its spread over neurons,
 the fractions of silent (rate 0) and saturated (rate 1) neurons, the median ``Θ``, and the
-*scale sensitivity* :math:`\partial \log r / \partial \log c` between neighbouring scales (0:
+*scale sensitivity* $\partial \log r / \partial \log c$ between neighbouring scales (0:
 perfectly homeostatic, 1: rate proportional to the input).
 
-:func:`input_scale_sweep` is the note's toy: ``Linear(100 → 256)`` with ``N(0, 0.15²)``
-weights, Bernoulli(0.3) input spikes, 8 samples, 50 steps, rates over steps 10–49. For trained
+[`input_scale_sweep`][bioplaus.analysis.homeostasis.input_scale_sweep] is a toy layer: ``Linear(100 → 256)`` with
+``N(0, 0.15²)`` weights, Bernoulli(0.3) input spikes, 8 samples, 50 steps, rates over steps 10–49. For trained
 actors, the degradation suite's ``scale_0.5`` and ``scale_2`` conditions scale every spiking
-layer's weights and biases (:mod:`bioplaus.analysis.degradation`).
+layer's weights and biases ([`bioplaus.analysis.degradation`][bioplaus.analysis.degradation]).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ THRESHOLDS: dict[str, tuple[str, dict[str, Any]]] = {
     "alif": ("alif", {}),
     "homeostatic": ("homeostatic", {}),
 }
-"""Thresholds of the default sweep: name → (kind, options). ψ = 4 as in the note's toy."""
+"""Thresholds of the default sweep: name → (kind, options). ψ = 4 as in the toy layer."""
 
 
 @torch.no_grad()

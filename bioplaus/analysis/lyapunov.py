@@ -1,19 +1,20 @@
 r"""Lyapunov exponents of recurrent dynamics by the QR (Benettin) method, with autograd Jacobian-vector products.
 
-For a map :math:`s_{t+1} = F(s_t, u_t)` (:class:`~bioplaus.analysis.dynamics.StepDynamics`) with
-Jacobians :math:`J_t = \partial F/\partial s\,(s_t, u_t)`, the Lyapunov exponents are the growth
-rates of the singular values of the product :math:`J_{T-1} \cdots J_1 J_0` (Oseledets):
-:math:`\lambda_i = \lim_{T\to\infty} \tfrac1T \log \sigma_i(J_{T-1}\cdots J_0)`. The product itself
+For a map $s_{t+1} = F(s_t, u_t)$ ([`StepDynamics`][bioplaus.analysis.dynamics.StepDynamics]) with
+Jacobians $J_t = \partial F/\partial s\,(s_t, u_t)$, the Lyapunov exponents are the growth
+rates of the singular values of the product $J_{T-1} \cdots J_1 J_0$ (Oseledets):
+$\lambda_i = \lim_{T\to\infty} \tfrac1T \log \sigma_i(J_{T-1}\cdots J_0)$. The product itself
 over- and underflows, so Benettin, Galgani, Giorgilli & Strelcyn (1980) and Shimada & Nagashima
-(1979) carry ``k`` orthonormal tangent vectors :math:`Q_t \in \mathbb{R}^{d\times k}` and
+(1979) carry ``k`` orthonormal tangent vectors $Q_t \in \mathbb{R}^{d\times k}$ and
 re-orthonormalise them:
 
-.. math::
-    V_{t+1} = J_t Q_t, \qquad V_{t+1} = Q_{t+1} R_{t+1} \ \text{(QR)}, \qquad
-    \lambda_i \approx \frac{1}{T} \sum_{t=1}^{T} \log \lvert (R_t)_{ii} \rvert ,
+$$
+V_{t+1} = J_t Q_t, \qquad V_{t+1} = Q_{t+1} R_{t+1} \ \text{(QR)}, \qquad
+\lambda_i \approx \frac{1}{T} \sum_{t=1}^{T} \log \lvert (R_t)_{ii} \rvert ,
+$$
 
 which gives the ``k`` leading exponents, largest first (Pikovsky & Politi, *Lyapunov Exponents*,
-Cambridge 2016, ch. 3). Only products :math:`J_t V` are needed: they come from forward-mode
+Cambridge 2016, ch. 3). Only products $J_t V$ are needed: they come from forward-mode
 autograd (``torch.func.jvp``, the ``k`` tangents batched by ``torch.func.vmap``; ``method="jvp"``),
 from a dynamics' closed form (``step_with_tangents``; ``method="analytic"``), or from the dense
 Jacobian (``torch.func.jacfwd``, ``d`` products per step; ``method="dense"``, a check for small
@@ -24,23 +25,24 @@ a few steps suffice for weakly chaotic or contracting networks.
 
 Quantities:
 
-- the spectrum :math:`\lambda_1 \ge \dots \ge \lambda_k` per trajectory (``B`` initial conditions
-  at once), and the maximal exponent (MLE) :math:`\lambda_1`;
-- finite-time exponents :math:`\lambda_i^{(w)}(t)`: the same average over windows of ``w`` steps,
+- the spectrum $\lambda_1 \ge \dots \ge \lambda_k$ per trajectory (``B`` initial conditions
+  at once), and the maximal exponent (MLE) $\lambda_1$;
+- finite-time exponents $\lambda_i^{(w)}(t)$: the same average over windows of ``w`` steps,
   whose spread says how uniform the stretching is along the trajectory;
-- the running estimate :math:`\lambda_i(t) = \tfrac1t \sum_{s \le t} \log\lvert(R_s)_{ii}\rvert`, the
-  convergence diagnostic (:func:`plot_convergence`);
-- the divergence :math:`\lVert s'_t - s_t \rVert` of a trajectory from a copy started
-  ``ε`` away (:func:`trajectory_divergence`), the finite-perturbation view of the same
-  quantity: it grows as :math:`\varepsilon e^{\lambda_1 t}` until it saturates.
+- the running estimate $\lambda_i(t) = \tfrac1t \sum_{s \le t} \log\lvert(R_s)_{ii}\rvert$, the
+  convergence diagnostic ([`plot_convergence`][bioplaus.analysis.lyapunov.plot_convergence]);
+- the divergence $\lVert s'_t - s_t \rVert$ of a trajectory from a copy started
+  ``ε`` away ([`trajectory_divergence`][bioplaus.analysis.lyapunov.trajectory_divergence]), the finite-perturbation
+  view of the same
+  quantity: it grows as $\varepsilon e^{\lambda_1 t}$ until it saturates.
 
 Exponents are per step; divide by ``dt`` for per-second rates. With inputs (an input-driven
 run), the exponents are those of the non-autonomous system along the given input sequence
 (Engelken, Wolf & Abbott, 2023, compute full spectra of large rate networks the same way).
-Regularising the finite-time MLE (:func:`finite_time_mle`, :mod:`bioplaus.analysis.mle_regularizer`)
-follows Young & Pugeault, "Enhancing Robustness in Deep Reinforcement Learning: A Lyapunov
-Exponent Approach" (NeurIPS 2024, arXiv 2410.10674), who show that trained controllers can be
-deterministically chaotic and that penalising the MLE makes them robust to small state
+Regularising the finite-time MLE ([`finite_time_mle`][bioplaus.analysis.lyapunov.finite_time_mle],
+[`bioplaus.analysis.mle_regularizer`][bioplaus.analysis.mle_regularizer]) follows Young & Pugeault, "Enhancing
+Robustness in Deep Reinforcement Learning: A Lyapunov Exponent Approach" (NeurIPS 2024, arXiv 2410.10674), who show
+that trained controllers can be deterministically chaotic and that penalising the MLE makes them robust to small state
 perturbations.
 """
 
@@ -61,10 +63,10 @@ METHODS = ("auto", "jvp", "analytic", "dense")
 
 @dataclass
 class LyapunovResult:
-    """What :func:`lyapunov_spectrum` measured.
+    """What [`lyapunov_spectrum`][bioplaus.analysis.lyapunov.lyapunov_spectrum] measured.
 
     Attributes:
-        log_stretch: :math:`\\log\\lvert (R_s)_{ii}\\rvert` of each re-orthonormalisation after the
+        log_stretch: $\\log\\lvert (R_s)_{ii}\\rvert$ of each re-orthonormalisation after the
             transient, ``(S, B, k)``.
         qr_every: steps between re-orthonormalisations (each row of ``log_stretch`` covers as many).
         state: the final states ``(B, d)``.
@@ -121,7 +123,7 @@ def _jvp_tangents(
 
 
 def jacobian(dynamics: StepDynamics, state: torch.Tensor, input: torch.Tensor | None = None) -> torch.Tensor:
-    """The dense Jacobians :math:`\\partial F/\\partial s` at ``state`` ``(B, d)``, one per trajectory: ``(B, d, d)``.
+    """The dense Jacobians $\\partial F/\\partial s$ at ``state`` ``(B, d)``, one per trajectory: ``(B, d, d)``.
 
     Each trajectory is stepped on its own (``torch.func.jacfwd`` under ``vmap``), so the dynamics'
     parameters must be shared by all trajectories (no per-trajectory gains or split conditions).
@@ -136,7 +138,7 @@ def jacobian(dynamics: StepDynamics, state: torch.Tensor, input: torch.Tensor | 
 def _tangent_step(
     dynamics: StepDynamics, method: str, state: torch.Tensor, input: torch.Tensor | None, tangents: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The next states and :math:`J_t V` by ``method``."""
+    """The next states and $J_t V$ by ``method``."""
     if method == "analytic":
         return dynamics.step_with_tangents(state, input, tangents)  # type: ignore[attr-defined]
     if method == "dense":
@@ -200,7 +202,7 @@ def lyapunov_spectrum(
     r"""The ``k`` leading Lyapunov exponents along trajectories of ``dynamics`` (QR/Benettin method).
 
     Args:
-        dynamics: the system (:class:`~bioplaus.analysis.dynamics.StepDynamics`).
+        dynamics: the system ([`StepDynamics`][bioplaus.analysis.dynamics.StepDynamics]).
         k: number of exponents (default: all ``d``).
         steps: steps of an autonomous run; with ``inputs``, the length of the input sequence.
         inputs: the input sequence, ``(B, T, m)`` or ``(T, m)`` shared by every trajectory; ``None``
@@ -215,11 +217,12 @@ def lyapunov_spectrum(
             ``"dense"`` (full Jacobians) or ``"auto"`` (analytic when available, else jvp).
         generator: draws the initial states and tangents.
         differentiable: keep the autograd graph from the exponents to the parameters (for a loss on
-            them), through the Jacobians and tangents but not the states (see :func:`finite_time_mle`);
-            else no graph is built.
+            them), through the Jacobians and tangents but not the states (see
+            [`finite_time_mle`][bioplaus.analysis.lyapunov.finite_time_mle]); else no graph is built.
 
     Returns:
-        :class:`LyapunovResult`; ``.spectrum``, ``.mle``, ``.running()``, ``.finite_time(w)``.
+        [`LyapunovResult`][bioplaus.analysis.lyapunov.LyapunovResult]; ``.spectrum``, ``.mle``, ``.running()``,
+        ``.finite_time(w)``.
     """
     method = _resolve_method(dynamics, method)
     if state is None:
@@ -258,15 +261,17 @@ def finite_time_mle(
 
     One tangent vector, normalised every step,
 
-    .. math::  \hat\lambda_1 = \frac1T \sum_t \log \lVert J_t q_t \rVert, \qquad
-               q_{t+1} = J_t q_t / \lVert J_t q_t \rVert,
+    $$
+    \hat\lambda_1 = \frac1T \sum_t \log \lVert J_t q_t \rVert, \qquad
+    q_{t+1} = J_t q_t / \lVert J_t q_t \rVert,
+    $$
 
-    from a random unit :math:`q_0` (no transient: a training batch's trials are short). Arguments as
-    :func:`lyapunov_spectrum`.
+    from a random unit $q_0$ (no transient: a training batch's trials are short). Arguments as
+    [`lyapunov_spectrum`][bioplaus.analysis.lyapunov.lyapunov_spectrum].
 
-    The gradient is taken at a fixed trajectory: it flows through each Jacobian :math:`J_t(\theta)`
-    and the tangents, not through the states :math:`s_t(\theta)`. Differentiating the states of
-    a chaotic trajectory gives gradients that grow like :math:`e^{\lambda_1 T}` and point nowhere
+    The gradient is taken at a fixed trajectory: it flows through each Jacobian $J_t(\theta)$
+    and the tangents, not through the states $s_t(\theta)$. Differentiating the states of
+    a chaotic trajectory gives gradients that grow like $e^{\lambda_1 T}$ and point nowhere
     useful (the reason one regularises chaos in the first place); at a fixed trajectory the
     gradient is bounded and, step by step, lowers the stretching the trajectory meets.
     """
@@ -298,11 +303,11 @@ def trajectory_divergence(
     epsilon: float = 1e-6,
     generator: torch.Generator | None = None,
 ) -> dict[str, Any]:
-    r""":math:`\lVert s'_t - s_t\rVert` for ``s'_0 = s_0 + ε q`` (``q`` a random unit vector per trajectory).
+    r"""$\lVert s'_t - s_t\rVert$ for ``s'_0 = s_0 + ε q`` (``q`` a random unit vector per trajectory).
 
     Returns:
         ``{"distance": (B, T), "nominal": (B, T, d), "perturbed": (B, T, d), "rate": (B,)}``,
-        where ``rate`` is :math:`\frac1T \log(\lVert s'_T - s_T\rVert / \varepsilon)`, the
+        where ``rate`` is $\frac1T \log(\lVert s'_T - s_T\rVert / \varepsilon)$, the
         finite-perturbation growth rate (close to the MLE while the distance stays small).
     """
     direction = torch.randn(state.shape, generator=generator, dtype=state.dtype).to(state.device)
@@ -318,7 +323,7 @@ def plot_convergence(result: LyapunovResult, ax: Any = None, exponents: int | No
     """Plot the running estimate of each exponent against time (mean over trajectories, min–max band).
 
     Args:
-        result: a :func:`lyapunov_spectrum` result.
+        result: a [`lyapunov_spectrum`][bioplaus.analysis.lyapunov.lyapunov_spectrum] result.
         ax: matplotlib axes (default: a new figure).
         exponents: plot the first this many exponents (default: all).
         dt: seconds per step (exponents and time are then per second and in seconds).
@@ -347,10 +352,12 @@ def plot_convergence(result: LyapunovResult, ax: Any = None, exponents: int | No
 def kaplan_yorke_dimension(spectrum: torch.Tensor) -> float:
     r"""The Kaplan–Yorke (Lyapunov) dimension of an attractor from its spectrum, sorted descending.
 
-    .. math::  D_{KY} = j + \frac{\sum_{i \le j} \lambda_i}{\lvert \lambda_{j+1} \rvert},
-               \qquad j = \max\{m : \textstyle\sum_{i \le m} \lambda_i \ge 0\}
+    $$
+    D_{KY} = j + \frac{\sum_{i \le j} \lambda_i}{\lvert \lambda_{j+1} \rvert},
+    \qquad j = \max\{m : \textstyle\sum_{i \le m} \lambda_i \ge 0\}
+    $$
 
-    (Kaplan & Yorke 1979); 0 when :math:`\lambda_1 < 0`. If the partial sums of the ``k`` given
+    (Kaplan & Yorke 1979); 0 when $\lambda_1 < 0$. If the partial sums of the ``k`` given
     exponents never turn negative, more exponents are needed and ``nan`` is returned.
     """
     partial = spectrum.detach().cumsum(0)

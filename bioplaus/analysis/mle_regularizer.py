@@ -6,14 +6,16 @@ added a maximal-Lyapunov-exponent (MLE) penalty to Dreamer V3's training, which 
 robust to small state perturbations. Here the penalty is the finite-time MLE of the network's own
 state map along a training batch's input sequences,
 
-.. math::  L = L_{task} + w\, \frac1B \sum_{b=1}^{B} \hat\lambda_1^{(b)}, \qquad
-           \hat\lambda_1 = \frac1T \sum_{t=1}^{T} \log \lVert J_t q_{t-1} \rVert, \quad
-           q_t = \frac{J_t q_{t-1}}{\lVert J_t q_{t-1} \rVert},
+$$
+L = L_{task} + w\, \frac1B \sum_{b=1}^{B} \hat\lambda_1^{(b)}, \qquad
+\hat\lambda_1 = \frac1T \sum_{t=1}^{T} \log \lVert J_t q_{t-1} \rVert, \quad
+q_t = \frac{J_t q_{t-1}}{\lVert J_t q_{t-1} \rVert},
+$$
 
-with :math:`J_t` the state Jacobian at step ``t`` of the trajectory that starts where the model's
+with $J_t$ the state Jacobian at step ``t`` of the trajectory that starts where the model's
 trials start (zero state for an LSTM, the model's random ``x_0`` for the rate RNN) and follows
-the batch's inputs, and a random unit :math:`q_0`. :math:`J_t q` comes from forward-mode autograd
-(:func:`~bioplaus.analysis.lyapunov.finite_time_mle`), and the whole sum is differentiated by the
+the batch's inputs, and a random unit $q_0$. $J_t q$ comes from forward-mode autograd
+([`finite_time_mle`][bioplaus.analysis.lyapunov.finite_time_mle]), and the whole sum is differentiated by the
 usual backward pass, so the term works with every batch rule that back-propagates ``ctx.loss``
 (``bp``, ``bptt``, ``tbptt``: truncation does not cut the penalty's own graph). How the paper
 estimates the exponent inside the world model is not reproduced; the quantity penalised is the same.
@@ -44,7 +46,8 @@ def check_mle_weight(weight: float) -> float:
 
 
 class MLERegularizer:
-    """The penalty ``weight · mean_b λ̂₁⁽ᵇ⁾`` of a batch, for a model or a :class:`StepDynamics`.
+    """The penalty ``weight · mean_b λ̂₁⁽ᵇ⁾`` of a batch, for a model or a
+    [`StepDynamics`][bioplaus.analysis.dynamics.StepDynamics].
 
     Args:
         weight: ``w`` (≥ 0).
@@ -62,7 +65,7 @@ class MLERegularizer:
         """The finite-time MLE per sequence ``(B,)`` along ``inputs`` ``(B, T, m)``, differentiable.
 
         ``model`` is a bioplaus recurrent model (``lstm``, or ``rate_rnn`` with gain ``control`` and
-        inputs ``[u ; v*]``) or any :class:`StepDynamics`.
+        inputs ``[u ; v*]``) or any [`StepDynamics`][bioplaus.analysis.dynamics.StepDynamics].
         """
         dynamics = model if isinstance(model, StepDynamics) else as_dynamics(model, control)
         state = dynamics.initial_state(inputs.shape[0], self.generator).to(inputs)

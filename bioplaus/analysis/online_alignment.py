@@ -1,23 +1,25 @@
 r"""Alignment of an online rule's updates with the exact online gradient, step by step.
 
-An online rule writes an update :math:`g^{\text{rule}}_t` at time step :math:`t` of a trial
+An online rule writes an update $g^{\text{rule}}_t$ at time step $t$ of a trial
 or sequence. Its reference is the exact online gradient of the instantaneous loss,
-:math:`\nabla_\theta L_t`, which the rule's declared ``reference`` rule computes in the same
+$\nabla_\theta L_t$, which the rule's declared ``reference`` rule computes in the same
 setting (``rflo``/``fed`` → ``online_bptt``: the gradient through the whole trial so far with
-the control loop detached). :class:`OnlineProbe` runs the reference beside the rule on one
-batch without changing anything the training sees (``.grad`` is restored after each reference
+the control loop detached). [`OnlineProbe`][bioplaus.analysis.online_alignment.OnlineProbe] runs the reference beside
+the rule on one batch without changing anything the training sees (``.grad`` is restored after each reference
 step) and reports, per layer, the mean over the steps of
 
-.. math::  \cos_{\ell} = \frac{\langle g^{\text{rule}}_{\ell,t},\, G_{\ell,t}\rangle}
-                              {\lVert g^{\text{rule}}_{\ell,t}\rVert\, \lVert G_{\ell,t}\rVert},
+$$
+\cos_{\ell} = \frac{\langle g^{\text{rule}}_{\ell,t},\, G_{\ell,t}\rangle}
+{\lVert g^{\text{rule}}_{\ell,t}\rVert\, \lVert G_{\ell,t}\rVert},
+$$
 
-where :math:`G_t` sums the reference steps since the rule's previous update, so a rule that
+where $G_t$ sums the reference steps since the rule's previous update, so a rule that
 writes only at segment ends is held against the exact gradient of the same losses.
 
 A rule without a reference (streaming truncated BPTT, whose summed updates over a sequence
 are a batch gradient) is compared over the whole batch: its summed update against the
 autograd gradient of the batch's loss with every layer at its default (full BPTT), as
-:func:`~bioplaus.analysis.alignment` does for batch rules.
+[`alignment`][bioplaus.analysis.alignment] does for batch rules.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ def _grads(params: list[nn.Parameter]) -> list[torch.Tensor]:
 class OnlineProbe:
     """Per-step alignment of ``rule`` with ``reference`` on one batch (module docstring).
 
-    The runner calls :meth:`reset` after the model's state is reset, :meth:`before` and
-    :meth:`after` around each ``rule.step``, :meth:`finish` before the optimizer step of a
-    batch-stepped task, then :meth:`result`.
+    The runner calls [`reset`][bioplaus.analysis.online_alignment.OnlineProbe.reset] after the model's state is reset,
+    [`before`][bioplaus.analysis.online_alignment.OnlineProbe.before] and
+    [`after`][bioplaus.analysis.online_alignment.OnlineProbe.after] around each ``rule.step``,
+    [`finish`][bioplaus.analysis.online_alignment.OnlineProbe.finish] before the optimizer step of a batch-stepped
+    task, then [`result`][bioplaus.analysis.online_alignment.OnlineProbe.result].
 
     Args:
         rule: the online rule being trained.

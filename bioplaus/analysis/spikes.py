@@ -18,11 +18,13 @@ class FiringRates:
     left unchanged. ``skip`` leaves out each layer's first ``skip`` calls (time steps) in the
     block, to measure a steady state.
 
-    Example::
+    For example:
 
-        with FiringRates(actor) as rates:
-            actor(obs)
-        rates.rates()  # {"layers.0": 0.21, "layers.1": 0.25, "layers.2": 0.47}
+    ```python
+    with FiringRates(actor) as rates:
+        actor(obs)
+    rates.rates()  # {"layers.0": 0.21, "layers.1": 0.25, "layers.2": 0.47}
+    ```
     """
 
     def __init__(self, model: nn.Module, skip: int = 0) -> None:

@@ -1,15 +1,15 @@
 """Typed contracts: what a model *is*, what a rule *needs* and what a task *provides*.
 
 A model declares its capabilities in the class attribute ``capabilities`` (a set of
-:class:`Capability`); a few are also read off the module tree, so a plain torch model that
-went through :func:`bioplaus.convert` is ``layered`` without declaring anything. A rule
+[`Capability`][bioplaus.core.capabilities.Capability]); a few are also read off the module tree, so a plain torch model
+that went through `bioplaus.convert` is ``layered`` without declaring anything. A rule
 declares ``requires`` (capabilities its model must have) and ``signals`` (what its context
 must carry); a task declares ``requires`` (what the models it drives must be) and
-``provides`` (the context fields and signals it fills in). :func:`pairing_problems` compares
-them, and the runner calls it for every (model, rule) before anything trains, so an impossible
-pairing fails at once with a message that names what would work.
+``provides`` (the context fields and signals it fills in).
+[`pairing_problems`][bioplaus.core.capabilities.pairing_problems] compares them, and the runner calls it for every
+(model, rule) before anything trains, so an impossible pairing fails at once with a message that names what would work.
 
-Context signal names are the :class:`~bioplaus.core.Context` fields (``loss``, ``output``,
+Context signal names are the [`Context`][bioplaus.core.context.Context] fields (``loss``, ``output``,
 ``target``, ``error``, ``t``: the last one means the task runs the model one time step at a
 time and gives a context per step) and the keys of ``Context.signals`` (``layer_losses``,
 ``feedback_error``, ``sequence_end``, ...).
@@ -63,8 +63,8 @@ Capabilities = frozenset[Capability]
 def capabilities_of(model: nn.Module) -> Capabilities:
     """The capabilities ``model`` declares (class attribute ``capabilities``) plus those its modules show.
 
-    ``layered`` is read off the module tree (any :class:`~bioplaus.core.Layer`), ``recurrent``
-    likewise (any :class:`~bioplaus.core.RecurrentLayer`); a model whose class declares nothing
+    ``layered`` is read off the module tree (any [`Layer`][bioplaus.core.layers.Layer]), ``recurrent``
+    likewise (any [`RecurrentLayer`][bioplaus.core.recurrent.RecurrentLayer]); a model whose class declares nothing
     (a plain or converted torch model) is ``feedforward``.
     """
     from bioplaus.core.layers import Layer

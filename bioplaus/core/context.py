@@ -1,7 +1,7 @@
 """The context: the global signals a task hands to a rule.
 
-DESIGN.md, contract point 3: global signals travel as arguments. A task builds a
-:class:`Context` per batch (or per time step) and calls ``rule.update(model, ctx)`` (or
+The rule contract: global signals travel as arguments. A task builds a
+[`Context`][bioplaus.core.context.Context] per batch (or per time step) and calls ``rule.update(model, ctx)`` (or
 ``rule.step(model, ctx)``); nothing is stored on layers as attributes.
 """
 
@@ -23,8 +23,9 @@ class Context:
         loss: scalar objective the task minimises (mean over the batch).
         output: model output ``y`` the loss was computed from (keeps its graph).
         target: targets (class labels, regression targets, TD targets, ...).
-        error: the output error ``∂L/∂y``; computed lazily by :meth:`output_error` when not given
-            (a task may set it directly, e.g. a controller's error signal).
+        error: the output error ``∂L/∂y``; computed lazily by
+            [`output_error`][bioplaus.core.context.Context.output_error] when not given (a task may set it directly,
+            e.g. a controller's error signal).
         t: time step within a sequence or trial, for online rules.
         signals: method-specific global signals (per-layer TD targets, a reward, ...), by name.
     """
@@ -47,7 +48,7 @@ class Context:
             )
 
     def output_error(self) -> torch.Tensor:
-        r"""The output error :math:`e = \partial L / \partial y` (detached), cached after the first call.
+        r"""The output error $e = \partial L / \partial y$ (detached), cached after the first call.
 
         With a batch-mean loss, ``e`` already carries the ``1/B`` factor, so rules that build weight
         updates from it reproduce BP's scale exactly.

@@ -1,7 +1,7 @@
 """``convert``: any torch model becomes one that the layer-generic rules (FA, DFA, …) can train.
 
-DESIGN.md, point 10. Rules configure :class:`~bioplaus.core.layers.Layer` modules; a model
-built from ``torch.nn.Linear`` and ``torch.nn.Conv2d`` has none. :func:`convert` swaps each of
+Rules configure [`Layer`][bioplaus.core.layers.Layer] modules; a model
+built from ``torch.nn.Linear`` and ``torch.nn.Conv2d`` has none. `convert` swaps each of
 those for the bioplaus layer that computes the same thing with the *same* ``Parameter``
 objects, and leaves every other module (BatchNorm, pooling, dropout, residual blocks, the
 model's own ``forward``) as it is.
@@ -54,8 +54,8 @@ def convert(model: nn.Module, *, inplace: bool = True) -> nn.Module:
 
     What changes:
 
-    - ``model.fc`` is now a :class:`~bioplaus.core.Linear` (``model.conv`` a
-      :class:`~bioplaus.core.Conv2d`); torch-only attributes such as ``conv.stride`` are not
+    - ``model.fc`` is now a [`Linear`][bioplaus.core.layers.Linear] (``model.conv`` a
+      [`Conv2d`][bioplaus.core.layers.Conv2d]); torch-only attributes such as ``conv.stride`` are not
       there (the bioplaus layer keeps them in ``conv.op``), and a converted ``Conv2d`` takes
       batched ``(batch, channels, height, width)`` inputs only;
     - a module to be replaced that carries hooks raises ``ConfigError``, since its hooks would

@@ -1,16 +1,19 @@
 """Layers that a rule can configure.
 
-DESIGN.md, contract point 2: ``rule.attach(model)`` may ask layers to *record* what the rule
+The rule contract: ``rule.attach(model)`` may ask layers to *record* what the rule
 needs, to *detach their input* (layer-local learning), or to send errors backward through
-*feedback weights*; the model's ``forward(x)`` never changes. A :class:`Layer` is a weight
+*feedback weights*; the model's ``forward(x)`` never changes. A [`Layer`][bioplaus.core.layers.Layer] is a weight
 operation followed by an optional pointwise activation,
 
-.. math::  a = \\mathrm{op}(x; W) + b, \\qquad h = f(a),
+$$
+a = \\mathrm{op}(x; W) + b, \\qquad h = f(a),
+$$
 
 and can record ``"input"`` (``x`` as the layer saw it), ``"pre"`` (``a``) and ``"output"``
-(``h``) in :attr:`Layer.trace`. The rule-specific configuration lives in one immutable
-:class:`LayerSettings` value, so :func:`default_settings` can switch any model back to plain
-backprop for a moment (the alignment analysis does).
+(``h``) in `Layer.trace`. The rule-specific configuration lives in one immutable
+[`LayerSettings`][bioplaus.core.layers.LayerSettings] value, so
+[`default_settings`][bioplaus.core.layers.default_settings] can switch any model back to plain backprop for a moment
+(the alignment analysis does).
 """
 
 from __future__ import annotations
@@ -38,11 +41,15 @@ def alternating_relu(h: torch.Tensor) -> torch.Tensor:
     Along the feature axis (axis 1: units of ``(B, N)``, channels of ``(B, C, H, W)``), with
     ``s_i = +1`` for odd ``i`` and ``−1`` for even ``i``,
 
-    .. math::  f(h)_i = s_i\, \mathrm{relu}(s_i h_i) =
-        \begin{cases} h_i\, 1[h_i \ge 0] & i \text{ odd} \\ h_i\, 1[h_i \le 0] & i \text{ even} \end{cases}
+    $$
+    \begin{aligned}
+    f(h)_i = s_i\, \mathrm{relu}(s_i h_i) =
+    \begin{cases} h_i\, 1[h_i \ge 0] & i \text{ odd} \\ h_i\, 1[h_i \le 0] & i \text{ even} \end{cases}
+    \end{aligned}
+    $$
 
     It is the scalar (K = 1) analogue of the VNN's gates ``H(t_i h_i)`` with paired gating
-    vectors ``t_{2m+1} = −t_{2m}`` (Clark, Abbott & Chung, 2021; ``shared/research/gevb.md`` §3):
+    vectors ``t_{2m+1} = −t_{2m}`` (Clark, Abbott & Chung, 2021):
     with ON/OFF weights a pair ``h_{2m+1} = −h_{2m}`` opens and closes together.
 
     Args:
@@ -99,8 +106,8 @@ class LayerSettings:
 class Layer(nn.Module):
     """Base class of every layer kind a rule can configure.
 
-    Subclasses set :attr:`op` (the weight operation), create ``weight`` and ``bias`` and call
-    ``self._set_activation``; :meth:`forward` is shared.
+    Subclasses set `op` (the weight operation), create ``weight`` and ``bias`` and call
+    ``self._set_activation``; `forward` is shared.
     """
 
     recordable: ClassVar[frozenset[str]] = frozenset({"input", "pre", "output"})
@@ -121,7 +128,8 @@ class Layer(nn.Module):
 
     @property
     def fan_in(self) -> int:
-        """Number of weights feeding one output value: the product of the weight's axes from :attr:`in_axis` on."""
+        """Number of weights feeding one output value: the product of the weight's axes from
+        [`in_axis`][bioplaus.core.layers.Layer.in_axis] on."""
         return math.prod(self.weight.shape[self.in_axis :])
 
     @torch.no_grad()
@@ -129,7 +137,8 @@ class Layer(nn.Module):
         """Apply the layer's weight constraint after an optimizer step (nonnegative: ``W ← max(W, 0)``).
 
         A projection, not a reparametrisation: gradients are computed as usual and the optimizer
-        steps freely; :func:`install_projections` calls this after every step. Biases stay free.
+        steps freely; [`install_projections`][bioplaus.core.layers.install_projections] calls this after every step.
+        Biases stay free.
         """
         if self.nonnegative:
             self.weight.clamp_(min=0)
@@ -140,7 +149,8 @@ class Layer(nn.Module):
 
     # configuration ---------------------------------------------------------------------------
     def configure(self, **changes: Any) -> None:
-        """Change some settings (see :class:`LayerSettings`); unknown names raise ``ConfigError``."""
+        """Change some settings (see [`LayerSettings`][bioplaus.core.layers.LayerSettings]); unknown names raise
+        ``ConfigError``."""
         names = [f.name for f in fields(self.settings_type)]
         for name in changes:
             if name not in names:
@@ -307,9 +317,9 @@ class Local2d(Layer):
     """Locally connected layer ``h = f(W ⋆ x + b)``: a convolution with a separate filter per output position.
 
     ``W`` has shape ``(out_channels, out_h, out_w, in_channels, kh, kw)`` and the bias
-    ``(out_channels, out_h, out_w)`` (see :class:`~bioplaus.core.weight_ops.Local2dOp`). The weights
+    ``(out_channels, out_h, out_w)`` (see [`Local2dOp`][bioplaus.core.weight_ops.Local2dOp]). The weights
     are tied to one input size. Default init U(−1/√fan_in, 1/√fan_in) with
-    ``fan_in = in_channels·kh·kw``, the inputs feeding one output value, as for :class:`Conv2d`.
+    ``fan_in = in_channels·kh·kw``, the inputs feeding one output value, as for [`Conv2d`][bioplaus.core.layers.Conv2d].
 
     Args:
         in_channels: input channels.
@@ -365,7 +375,7 @@ class Local2d(Layer):
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, Layer]]:
-    """The model's :class:`Layer` modules with their names, in registration order.
+    """The model's [`Layer`][bioplaus.core.layers.Layer] modules with their names, in registration order.
 
     Rules that treat one layer as the output layer (DFA, for instance) take the last one.
     """
@@ -373,7 +383,8 @@ def weight_layers(model: nn.Module) -> list[tuple[str, Layer]]:
 
 
 def require_layers(model: nn.Module, rule: str) -> list[tuple[str, Layer]]:
-    """Like :func:`weight_layers`, but a model with none raises ``ConfigError`` naming the fix."""
+    """Like [`weight_layers`][bioplaus.core.layers.weight_layers], but a model with none raises ``ConfigError`` naming
+    the fix."""
     layers = weight_layers(model)
     if not layers:
         raise ConfigError(
@@ -384,7 +395,8 @@ def require_layers(model: nn.Module, rule: str) -> list[tuple[str, Layer]]:
 
 
 def install_projections(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Make ``optimizer.step()`` end with each layer's :meth:`Layer.project_` (e.g. nonnegative weights).
+    """Make ``optimizer.step()`` end with each layer's [`Layer.project_`][bioplaus.core.layers.Layer.project_] (e.g.
+    nonnegative weights).
 
     The runner calls this for every run; call it yourself in a hand-written training loop.
     """

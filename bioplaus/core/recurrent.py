@@ -3,17 +3,19 @@
 One step of a recurrent layer is an ordinary weight operation on the input and the fed-back
 output, followed by the cell's state update,
 
-.. math::  a_t = W \\,[x_t ; h_{t-1}] + b, \\qquad (h_t, s_t) = \\mathrm{cell}(a_t, s_{t-1}),
+$$
+a_t = W \\,[x_t ; h_{t-1}] + b, \\qquad (h_t, s_t) = \\mathrm{cell}(a_t, s_{t-1}),
+$$
 
-so everything a rule can ask of a :class:`~bioplaus.core.Layer` (recording ``input`` =
+so everything a rule can ask of a [`Layer`][bioplaus.core.layers.Layer] (recording ``input`` =
 ``[x_t; h_{t-1}]``, ``pre`` = ``a_t`` and ``output`` = ``h_t`` at each step, feedback weights,
 a detached input) works per time step unchanged. What is new is how the carried state keeps its
-graph, set by :class:`RecurrentSettings`: ``truncate_every = k`` cuts it before every step
-``t > 0`` with ``t mod k = 0`` (truncated BPTT on a global grid: segments ``[0, k), [k, 2k), …``),
+graph, set by [`RecurrentSettings`][bioplaus.core.recurrent.RecurrentSettings]: ``truncate_every = k`` cuts it before
+every step ``t > 0`` with ``t mod k = 0`` (truncated BPTT on a global grid: segments ``[0, k), [k, 2k), …``),
 ``None`` keeps it whole (full BPTT).
 
 The state is explicit: the layer is a function of ``(x_t, state, t)`` and the module that owns
-the layer keeps the state and resets it at sequence start (DESIGN.md, contract point 5).
+the layer keeps the state and resets it at sequence start.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ class RecurrentLayer(Linear):
     """Base class of recurrent layer kinds: ``a_t = W [x_t; h_{t−1}] + b``, then the cell's update.
 
     ``W`` has shape ``(gates · hidden, in_features + hidden)``. Subclasses define
-    :meth:`cell` and, if the state holds more than ``h``, :attr:`n_state`. The first state
-    tensor is always ``h``, the output that is fed back.
+    [`cell`][bioplaus.core.recurrent.RecurrentLayer.cell] and, if the state holds more than ``h``,
+    [`n_state`][bioplaus.core.recurrent.RecurrentLayer.n_state]. The first state tensor is always ``h``, the output
+    that is fed back.
 
     Args:
         in_features: size of ``x_t``.
@@ -108,8 +111,10 @@ class RecurrentLayer(Linear):
 class LSTMCell(RecurrentLayer):
     r"""Long short-term memory cell (Hochreiter & Schmidhuber, 1997), the gate layout of ``torch.nn.LSTMCell``.
 
-    .. math::  [i; f; o] = \sigma(a_{1:3H}), \quad g = \tanh(a_{3H:4H}), \quad
-               c_t = f \odot c_{t-1} + i \odot g, \quad h_t = o \odot \tanh(c_t)
+    $$
+    [i; f; o] = \sigma(a_{1:3H}), \quad g = \tanh(a_{3H:4H}), \quad
+    c_t = f \odot c_{t-1} + i \odot g, \quad h_t = o \odot \tanh(c_t)
+    $$
 
     (gate blocks ordered input, forget, output, cell candidate). State ``(h, c)``; init
     U(−1/√H, 1/√H) for every weight and bias, as PyTorch's.
@@ -146,12 +151,12 @@ class StoredStates:
     """Mixin of modules that store states for later steps to read (SAB's memory, say).
 
     Later truncation segments reach back into stored states, so a backward per segment would walk
-    through each stored state's own graph again and again. With :attr:`defer_credit` on (set by
+    through each stored state's own graph again and again. With `defer_credit` on (set by
     a streaming rule before the sequence starts), such a module lets segment backwards stop at
-    its stored states, accumulates their gradients, and :meth:`release_credit` (called by the
-    rule at the sequence end) sends each accumulated gradient through the state's own graph
-    once, newest first (a state's graph only reaches states stored before it), so every node is
-    walked as often as in a single backward.
+    its stored states, accumulates their gradients, and
+    [`release_credit`][bioplaus.core.recurrent.StoredStates.release_credit] (called by the rule at the sequence end)
+    sends each accumulated gradient through the state's own graph once, newest first (a state's graph only reaches
+    states stored before it), so every node is walked as often as in a single backward.
     """
 
     defer_credit: bool = False

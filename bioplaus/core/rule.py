@@ -1,17 +1,17 @@
-"""The :class:`Rule` base class: the contract every learning rule keeps (DESIGN.md).
+"""The [`Rule`][bioplaus.core.rule.Rule] base class: the contract every learning rule keeps.
 
 1. A rule produces gradients and never steps weights: it writes ``p.grad`` with the descent sign
    (accumulating, like ``loss.backward()``), and a ``torch.optim`` optimizer applies it.
 2. ``attach(model)`` configures the model's layers (recording, detached inputs, feedback weights);
    ``detach(model)`` undoes it. The model's ``forward(x)`` never depends on the rule.
-3. Global signals arrive in a :class:`~bioplaus.core.context.Context`: ``update(model, ctx)``
+3. Global signals arrive in a [`Context`][bioplaus.core.context.Context]: ``update(model, ctx)``
    once per batch, or ``step(model, ctx)`` once per time step for online rules (``online = True``).
 4. Nothing anywhere branches on a rule's name.
 5. The contract is typed: ``requires`` names the model capabilities the rule needs and
-   ``signals`` the context fields it reads (:mod:`bioplaus.core.capabilities`); the runner checks
-   both against the model and the task before anything trains.
-6. What the rule learns or accumulates lives in :attr:`Rule.state`, an ``nn.Module``
-   (:class:`~bioplaus.core.rule_state.RuleState`), never in a hyperparameter's attribute;
+   ``signals`` the context fields it reads ([`bioplaus.core.capabilities`][bioplaus.core.capabilities]); the runner
+   checks both against the model and the task before anything trains.
+6. What the rule learns or accumulates lives in [`Rule.state`][bioplaus.core.rule.Rule.state], an ``nn.Module``
+   ([`RuleState`][bioplaus.core.rule_state.RuleState]), never in a hyperparameter's attribute;
    ``attach`` twice to the same model is the same as once.
 """
 
@@ -32,17 +32,17 @@ from bioplaus.core.rule_state import RuleState
 class Rule:
     """Base class of learning rules.
 
-    Subclasses override :meth:`update` (batch rules) or :meth:`step` (online rules, with
-    ``online = True``) and usually :meth:`attach`. Keyword arguments of ``__init__`` are the
-    rule's hyperparameters: store each under the same attribute name so :meth:`hparams` can
-    report them in run configs.
+    Subclasses override [`update`][bioplaus.core.rule.Rule.update] (batch rules) or
+    [`step`][bioplaus.core.rule.Rule.step] (online rules, with ``online = True``) and usually
+    [`attach`][bioplaus.core.rule.Rule.attach]. Keyword arguments of ``__init__`` are the rule's hyperparameters: store
+    each under the same attribute name so [`hparams`][bioplaus.core.rule.Rule.hparams] can report them in run configs.
     """
 
     name: ClassVar[str] = "rule"
     """Registry name; set by ``bioplaus.rules.register``."""
 
     online: ClassVar[bool] = False
-    """True for rules that learn at every time step through :meth:`step`."""
+    """True for rules that learn at every time step through [`step`][bioplaus.core.rule.Rule.step]."""
 
     needs_graph: ClassVar[bool] = True
     """False for rules that compute their update from recorded values without autograd: a task
@@ -80,14 +80,15 @@ class Rule:
         return self.state.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the state saved by :meth:`state_dict` (call after :meth:`attach`)."""
+        """Restore the state saved by [`state_dict`][bioplaus.core.rule.Rule.state_dict] (call after
+        [`attach`][bioplaus.core.rule.Rule.attach])."""
         self.state.load_state_dict(state_dict)
 
     def attach(self, model: nn.Module) -> None:
         """Configure ``model``'s layers for this rule (called once, before training)."""
 
     def detach(self, model: nn.Module) -> None:
-        """Undo :meth:`attach`: every layer back to plain backprop."""
+        """Undo [`attach`][bioplaus.core.rule.Rule.attach]: every layer back to plain backprop."""
         for _, layer in weight_layers(model):
             layer.reset_settings()
 

@@ -1,9 +1,9 @@
 """Rule state as a module: feedback matrices, learned feedback weights, eligibility traces.
 
 A rule keeps everything it learns or accumulates (not its hyperparameters) in one
-:class:`RuleState`, an ``nn.Module``: ``rule.to(device)`` moves it, ``rule.state_dict()`` saves
-it and ``rule.load_state_dict()`` restores it, so checkpoints carry it like the model's weights.
-Rules create their state lazily (a DFA matrix is drawn when the layer widths are first seen),
+[`RuleState`][bioplaus.core.rule_state.RuleState], an ``nn.Module``: ``rule.to(device)`` moves it,
+``rule.state_dict()`` saves it and ``rule.load_state_dict()`` restores it, so checkpoints carry it like the model's
+weights. Rules create their state lazily (a DFA matrix is drawn when the layer widths are first seen),
 so loading also creates the buffers and parameters a fresh rule has not made yet.
 """
 
@@ -26,8 +26,9 @@ def state_key(name: str) -> str:
 class RuleState(nn.Module):
     """The tensors a rule owns, as buffers (fixed or accumulated) and parameters (learned).
 
-    Use :meth:`set_buffer` to create or replace a buffer (the name may come from
-    :func:`state_key`) and :meth:`get` to read one.
+    Use [`set_buffer`][bioplaus.core.rule_state.RuleState.set_buffer] to create or replace a buffer (the name may come
+    from [`state_key`][bioplaus.core.rule_state.state_key]) and [`get`][bioplaus.core.rule_state.RuleState.get] to read
+    one.
     """
 
     def set_buffer(self, name: str, value: torch.Tensor | None) -> None:

@@ -2,8 +2,8 @@
 
 A layer kind is described by one small, stateless op object with three methods: the forward
 ``y = op(x; W, b)`` and its two vector-Jacobian products, with respect to the input and to the
-weight. :class:`FeedbackTransform` uses them to run the forward with ``W`` while sending errors
-backward through another matrix ``B`` of the same shape (feedback alignment, sign symmetry, ...).
+weight. [`FeedbackTransform`][bioplaus.core.weight_ops.FeedbackTransform] uses them to run the forward with ``W`` while
+sending errors backward through another matrix ``B`` of the same shape (feedback alignment, sign symmetry, ...).
 Adding a layer kind means adding one op here, not one code path per rule.
 """
 
@@ -71,8 +71,9 @@ class Local2dOp:
 
     Every output position ``(i, j)`` has its own filter (``x`` is zero outside the image):
 
-    .. math::
-        y_{b,o,i,j} = \sum_{c,u,v} W_{o,i,j,c,u,v}\, x_{b,c,\,s_h i + u - p_h,\,s_w j + v - p_w} + b_{o,i,j}
+    $$
+    y_{b,o,i,j} = \sum_{c,u,v} W_{o,i,j,c,u,v}\, x_{b,c,\,s_h i + u - p_h,\,s_w j + v - p_w} + b_{o,i,j}
+    $$
 
     ``W`` has shape ``(out_channels, out_h, out_w, in_channels, kh, kw)`` and ``b`` shape
     ``(out_channels, out_h, out_w)`` (the layout of the GEVB paper's code). Every map is a
@@ -115,7 +116,7 @@ class Local2dOp:
 
     @staticmethod
     def _filters(weight: torch.Tensor) -> torch.Tensor:
-        """``(O, oh, ow, C, kh, kw) → (L, O, kh·kw·C)``, matching :meth:`_patches`."""
+        """``(O, oh, ow, C, kh, kw) → (L, O, kh·kw·C)``, matching `_patches`."""
         out_channels, out_h, out_w = weight.shape[:3]
         return weight.permute(1, 2, 0, 4, 5, 3).reshape(out_h * out_w, out_channels, -1)
 
@@ -147,10 +148,11 @@ class Local2dOp:
 class FeedbackTransform(torch.autograd.Function):
     r"""Forward with ``W``, backward through ``B``.
 
-    .. math::
-        y = \mathrm{op}(x; W) + b, \qquad
-        \frac{\partial L}{\partial x} \leftarrow \mathrm{op}^{\top}_{x}(\delta; B), \qquad
-        \frac{\partial L}{\partial W} = \mathrm{op}^{\top}_{W}(\delta; x)
+    $$
+    y = \mathrm{op}(x; W) + b, \qquad
+    \frac{\partial L}{\partial x} \leftarrow \mathrm{op}^{\top}_{x}(\delta; B), \qquad
+    \frac{\partial L}{\partial W} = \mathrm{op}^{\top}_{W}(\delta; x)
+    $$
 
     where ``δ = ∂L/∂y``. With ``B = W`` this is exactly the ordinary gradient (the oracle that
     the tests check); with a fixed random ``B`` it is feedback alignment (Lillicrap et al., 2016).

@@ -1,4 +1,4 @@
-"""Small C kernels for the hot loops of bioplaus, compiled on first use and loaded with :mod:`ctypes`.
+"""Small C kernels for the hot loops of bioplaus, compiled on first use and loaded with `ctypes`.
 
 Some rules cost more in PyTorch's per-operation overhead than in arithmetic: BDETT's threshold is
 about twenty element-wise operations on a few thousand numbers per time step. A kernel here does
@@ -11,16 +11,16 @@ the same arithmetic in one pass. Each kernel is an optional accelerator, never a
   a shared home folder never hands one machine's binary to another;
 * compilation takes well under a second, happens once per source and machine, and is safe when
   several processes (``pytest -n``, sweeps) race for it;
-* where no compiler works, or ``BIOPLAUS_NATIVE=0`` is set, :func:`load` returns ``None`` and the
+* where no compiler works, or ``BIOPLAUS_NATIVE=0`` is set, [`load`][bioplaus.native.load] returns ``None`` and the
   caller runs its PyTorch path, which is the reference the kernel is tested against.
 
 Where a step's Python bookkeeping costs as much as its kernel, the step can also be a C++ autograd
-operator (``bioplaus/native/<name>.cpp``, :func:`load_op`): built against the installed PyTorch's
+operator (``bioplaus/native/<name>.cpp``, [`load_op`][bioplaus.native.load_op]): built against the installed PyTorch's
 headers by the C++ compiler, linked with the C kernels, cached the same way (about 20 s, once per
 machine and PyTorch version) and registered as ``torch.ops.bioplaus.*``; where it cannot be built,
 its caller keeps the Python autograd node over the same kernel.
 
-:func:`status` tells which kernels loaded and why the others did not.
+[`status`][bioplaus.native.status] tells which kernels loaded and why the others did not.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def _folders() -> list[Path]:
 
 
 def _c_build(name: str, compiler: str, flags: tuple[str, ...]) -> Path:
-    """``<name>.c`` as a shared library for :mod:`ctypes`."""
+    """``<name>.c`` as a shared library for `ctypes`."""
     source = SOURCE_DIR / f"{name}.c"
     return _build(
         name,
@@ -152,7 +152,7 @@ def load(name: str) -> ctypes.CDLL | None:
     """The compiled kernel library ``name`` (``bioplaus/native/<name>.c``), or ``None`` if unavailable.
 
     The first call compiles (or finds in the cache) and loads; later calls return the same object.
-    The reason for a ``None`` is in :func:`status`.
+    The reason for a ``None`` is in [`status`][bioplaus.native.status].
     """
     if not enabled():
         _reasons[name] = "disabled by BIOPLAUS_NATIVE"
@@ -195,9 +195,10 @@ def load_op(name: str, kernels: tuple[str, ...]) -> bool:
     ``<kernel>.c``; whether they are available (as ``torch.ops.bioplaus.*``).
 
     The library includes PyTorch's C++ headers and links ``libtorch``, so it is built for the installed
-    PyTorch (its version is part of the cache key) by the C++ compiler (:func:`_cxx_compiler`), once per
+    PyTorch (its version is part of the cache key) by the C++ compiler (`_cxx_compiler`), once per
     machine: about 20 s, the first time. A process loads it at most once and keeps it (operators cannot be
-    unregistered): :func:`clear` does not forget it. The reason for a ``False`` is in :func:`status`.
+    unregistered): [`clear`][bioplaus.native.clear] does not forget it. The reason for a ``False`` is in
+    [`status`][bioplaus.native.status].
     """
     if not enabled():
         _reasons[name] = "disabled by BIOPLAUS_NATIVE"
@@ -235,7 +236,7 @@ def load_op(name: str, kernels: tuple[str, ...]) -> bool:
 
 
 def check_backend(backend: str, name: str, owner: str) -> str:
-    """Validate a layer's ``backend`` choice for kernel ``name`` (one of :data:`BACKENDS`).
+    """Validate a layer's ``backend`` choice for kernel ``name`` (one of [`BACKENDS`][bioplaus.native.BACKENDS]).
 
     ``"native"`` needs the kernel to load: where it cannot, ``ConfigError`` gives the reason and the fix.
     """
@@ -255,8 +256,8 @@ def status() -> dict[str, str]:
 
 
 def clear() -> None:
-    """Forget loaded kernels and reasons (the next :func:`load` looks again; for tests). Operator libraries
-    (:func:`load_op`) that loaded stay loaded; those that failed are tried again."""
+    """Forget loaded kernels and reasons (the next [`load`][bioplaus.native.load] looks again; for tests). Operator
+    libraries ([`load_op`][bioplaus.native.load_op]) that loaded stay loaded; those that failed are tried again."""
     _loaded.clear()
     _reasons.clear()
     for name in [name for name, ok in _operators.items() if not ok]:

@@ -1,4 +1,4 @@
-/* BDETT threshold kernels (Ding et al., NeurIPS 2022; shared/research/bdett.md §1.3), float32, row-major.
+/* BDETT threshold kernels (Ding et al., NeurIPS 2022), float32, row-major.
  *
  * The same arithmetic as the eager path of bioplaus.nets.thresholds.BDETT, one pass over memory instead of
  * about twenty tensor operations, with the memory P of a step computed where the next step uses it. Compiled on first use by bioplaus.native with -O3 -march=native

@@ -1,7 +1,8 @@
-"""Typed binding of the BDETT kernel in ``bdett.c`` (see :class:`bioplaus.nets.thresholds.BDETT`).
+"""Typed binding of the BDETT kernel in ``bdett.c`` (see
+[`bioplaus.nets.thresholds.BDETT`][bioplaus.nets.thresholds.BDETT]).
 
-:func:`step` reads float32 CPU tensors in place and returns new tensors without autograd history
-(BDETT's threshold is forward-only). :func:`accepts` says whether tensors can go through the
+[`step`][bioplaus.native.bdett.step] reads float32 CPU tensors in place and returns new tensors without autograd history
+(BDETT's threshold is forward-only). [`accepts`][bioplaus.native.bdett.accepts] says whether tensors can go through the
 kernel; anything else (float64, CUDA, non-contiguous, empty, 0-d) stays on the PyTorch path.
 """
 
@@ -33,7 +34,8 @@ _ARGTYPES = {
 
 
 def library() -> ctypes.CDLL | None:
-    """The compiled BDETT kernels with their argument types set, or ``None`` (see :func:`bioplaus.native.status`)."""
+    """The compiled BDETT kernels with their argument types set, or ``None`` (see
+    [`bioplaus.native.status`][bioplaus.native.status])."""
     lib = native.load("bdett")
     if lib is not None and lib.bdett_step.argtypes is None:
         for name, argtypes in _ARGTYPES.items():
@@ -93,8 +95,8 @@ def step(
     r"""One BDETT step: ``(Θ[t], stats[t])`` from ``V[t]``, ``V[t-1]`` and the memory ``½ (P[t-1] + b)``.
 
     ``memory`` is a tensor of the memory per neuron, or ``(V_last, stats)`` of the last step (the
-    memory is then computed inside the kernel, see :func:`memory`), or ``None`` at the first step.
-    ``stats[t]`` holds ``(V_m, ½ (V_θ + b))`` per group: per sample over the last axis, or one group
+    memory is then computed inside the kernel, see [`memory`][bioplaus.native.bdett.memory]), or ``None`` at the first
+    step. ``stats[t]`` holds ``(V_m, ½ (V_θ + b))`` per group: per sample over the last axis, or one group
     ``pooled`` over the whole tensor. The formulas are in ``bdett.c``.
     """
     groups, size = _groups(v, pooled)
@@ -111,7 +113,8 @@ def step(
 
 
 def memory(lib: ctypes.CDLL, v: torch.Tensor, stats: torch.Tensor, pooled: bool, p: Params) -> torch.Tensor:
-    r"""The memory ``½ (P + b)`` per neuron from its potential ``V`` and the ``stats`` that :func:`step` returned."""
+    r"""The memory ``½ (P + b)`` per neuron from its potential ``V`` and the ``stats`` that
+    [`step`][bioplaus.native.bdett.step] returned."""
     groups, size = _groups(v, pooled)
     out = torch.empty_like(v)
     lib.bdett_memory(v.data_ptr(), stats.data_ptr(), out.data_ptr(), groups, size, p)

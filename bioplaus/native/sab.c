@@ -1,4 +1,4 @@
-/* SAB's attention step with the MLP scorer (Ke et al., NeurIPS 2018, §3; shared/research/sab.md), float32.
+/* SAB's attention step with the MLP scorer (Ke et al., NeurIPS 2018, Section 3), float32.
  *
  * The same functions and gradients as the PyTorch paths of bioplaus.nets.sab_read (AttentionStep) and
  * bioplaus.nets.sab_memory (WriteSlot with a projected key): one C call per step and direction instead of

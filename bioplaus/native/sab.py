@@ -1,12 +1,12 @@
-"""Typed binding of SAB's attention-step kernels in ``sab.c`` (see :mod:`bioplaus.nets.sab_read`).
+"""Typed binding of SAB's attention-step kernels in ``sab.c`` (see [`bioplaus.nets.sab_read`][bioplaus.nets.sab_read]).
 
-Every kernel takes a :class:`Plan`, the ``sab_plan`` of one sequence: pointers to the memory's
+Every kernel takes a [`Plan`][bioplaus.native.sab.Plan], the ``sab_plan`` of one sequence: pointers to the memory's
 buffers, the scorer's weights (and their transposes) and the gradient accumulator, with the sizes.
-The callers keep it current (:class:`~bioplaus.nets.sab_memory.SlotStore` when the memory grows,
-:class:`~bioplaus.nets.sab_read.ReadPlan` when the weights change), so that a step's call passes
+The callers keep it current ([`SlotStore`][bioplaus.nets.sab_memory.SlotStore] when the memory grows,
+[`ReadPlan`][bioplaus.nets.sab_read.ReadPlan] when the weights change), so that a step's call passes
 only its own tensors: at ``B = 32, H = 64`` a step's arithmetic takes tens of microseconds and each
 Python operation around it about one. The kernels read and write float32 CPU tensors in place;
-:func:`accepts` says whether tensors can go through them; anything else (float64, CUDA,
+[`accepts`][bioplaus.native.sab.accepts] says whether tensors can go through them; anything else (float64, CUDA,
 non-contiguous) stays on the PyTorch path.
 """
 
@@ -25,8 +25,8 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 class Plan(ctypes.Structure):
     """``sab_plan`` of ``sab.c``: what every step of one sequence shares. The memory's buffers are set by
-    :class:`~bioplaus.nets.sab_memory.SlotStore` (again whenever they move), the scorer's weights and the
-    gradient accumulator by :class:`~bioplaus.nets.sab_read.ReadPlan`."""
+    [`SlotStore`][bioplaus.nets.sab_memory.SlotStore] (again whenever they move), the scorer's weights and the
+    gradient accumulator by [`ReadPlan`][bioplaus.nets.sab_read.ReadPlan]."""
 
     _fields_ = [
         *((name, ctypes.c_void_p) for name in ("data", "aux", "g_data", "w_q", "w_q_t", "b_q", "v", "w_m", "w_m_t")),
@@ -52,7 +52,8 @@ def state_size(hidden: int, rank: int) -> int:
 
 
 def library() -> ctypes.CDLL | None:
-    """The compiled SAB kernels with their signatures set, or ``None`` (see :func:`bioplaus.native.status`)."""
+    """The compiled SAB kernels with their signatures set, or ``None`` (see
+    [`bioplaus.native.status`][bioplaus.native.status])."""
     lib = native.load("sab")
     if lib is not None and lib.sab_step_forward.argtypes is None:
         for name, (argtypes, restype) in _SIGNATURES.items():
@@ -63,13 +64,15 @@ def library() -> ctypes.CDLL | None:
 def operator() -> Callable[..., list[torch.Tensor]] | None:
     """The step as one C++ autograd node, ``torch.ops.bioplaus.sab_step`` (``sab_step.cpp``, linked with these
     kernels; arguments and outputs there), or ``None`` where it cannot be built (see
-    :func:`bioplaus.native.load_op`; the steps then go through :class:`~bioplaus.nets.sab_read.AttentionStep`)."""
+    [`bioplaus.native.load_op`][bioplaus.native.load_op]; the steps then go through
+    [`AttentionStep`][bioplaus.nets.sab_read.AttentionStep])."""
     return torch.ops.bioplaus.sab_step.default if native.load_op("sab_step", ("sab",)) else None
 
 
 def plan_bytes(plan: Plan) -> torch.Tensor:
-    """``plan`` as the byte tensor :func:`operator` takes, sharing its memory; the tensor keeps the structure
-    alive (not the buffers it points at: :class:`~bioplaus.nets.sab_read.ParamGrads` does that)."""
+    """``plan`` as the byte tensor [`operator`][bioplaus.native.sab.operator] takes, sharing its memory; the tensor
+    keeps the structure alive (not the buffers it points at: [`ParamGrads`][bioplaus.nets.sab_read.ParamGrads] does
+    that)."""
     return torch.frombuffer(plan, dtype=torch.uint8)
 
 

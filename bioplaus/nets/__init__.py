@@ -1,4 +1,4 @@
-"""Models, by name. A model factory takes the task's :class:`~bioplaus.core.TaskSpec` and options.
+"""Models, by name. A model factory takes the task's [`TaskSpec`][bioplaus.core.spec.TaskSpec] and options.
 
 Every module that registers a model is imported here, so ``import bioplaus.nets`` alone knows
 them all.

@@ -2,26 +2,29 @@ r"""Artificial Dopamine (AD) network: a stack of cells, each predicting its own 
 
 Guan et al., "Temporal-Difference Learning Using Distributed Error Signals", NeurIPS 2024;
 the cell and connections follow the official code (``ad_layers.AttentionADCell``,
-``AD_DQN._layer_input``; ``shared/research/artificial_dopamine.md`` §1).
+``AD_DQN._layer_input``).
 
-**Cell** (Fig. 3). With the cell input :math:`x`, hidden width :math:`d`, :math:`A` actions and
-:math:`H` heads,
+**Cell** (Fig. 3). With the cell input $x$, hidden width $d$, $A$ actions and
+$H$ heads,
 
-.. math::
-    h = \mathrm{LN}\big(\mathrm{ReLU}(W_h x + b_h)\big), \qquad
-    M = (W_{z2} x)_{A\times H}\,(W_{z1} x)_{H\times d}, \qquad
-    Q = \tanh\!\Big(\frac{M - \bar M}{\sigma(M) + 10^{-6}}\Big)\, h,
+$$
+h = \mathrm{LN}\big(\mathrm{ReLU}(W_h x + b_h)\big), \qquad
+M = (W_{z2} x)_{A\times H}\,(W_{z1} x)_{H\times d}, \qquad
+Q = \tanh\!\Big(\frac{M - \bar M}{\sigma(M) + 10^{-6}}\Big)\, h,
+$$
 
-the mean and (population) standard deviation of :math:`M` taken per action row over the
-:math:`d` axis. The attention weights come from :math:`x`, not from :math:`h`, so the
-gradient of the cell's own loss reaches :math:`W_h, b_h`, the LayerNorm and :math:`W_{z1},
-W_{z2}`: "local" means local to a cell. The three matrices read the same input and are stored as
-one :class:`~bioplaus.core.Linear` (one matrix product; the paper's ``W_h`` bias is ``b_h``).
+the mean and (population) standard deviation of $M$ taken per action row over the
+$d$ axis. The attention weights come from $x$, not from $h$, so the
+gradient of the cell's own loss reaches $W_h, b_h$, the LayerNorm and $W_{z1},
+W_{z2}$: "local" means local to a cell. The three matrices read the same input and are stored as
+one [`Linear`][bioplaus.core.layers.Linear] (one matrix product; the paper's ``W_h`` bias is ``b_h``).
 
-**Connections** (Fig. 2). Cell :math:`l` at time :math:`t` reads, in the official order,
+**Connections** (Fig. 2). Cell $l$ at time $t$ reads, in the official order,
 
-.. math::  x_l^t = [\,h_{l-1}^t \;(l>0),\; s_t \;(l=0 \text{ or input skip}),\;
-    h_l^{t-1} \;(\text{recurrent}),\; h_{l+1}^{t-1} \;(\text{forward}, l<L-1)\,],
+$$
+x_l^t = [\,h_{l-1}^t \;(l>0),\; s_t \;(l=0 \text{ or input skip}),\;
+h_l^{t-1} \;(\text{recurrent}),\; h_{l+1}^{t-1} \;(\text{forward}, l<L-1)\,],
+$$
 
 so upper layers send their activations to lower layers at the next time step. The previous
 step's activations are the *context*; with both temporal connections off the network is Markov.
@@ -32,10 +35,10 @@ on CartPole, whose observations are small, weights of 1 drown the observation an
 learn (``docs/artificial_dopamine.md``).
 Acting uses the mean of the layers' Q (``average_predictions``); the TD targets are per layer.
 
-**Numerics** (pitfall P8): Flax's ``lecun_normal`` initialisation (a normal truncated at two
+**Numerics**: Flax's ``lecun_normal`` initialisation (a normal truncated at two
 standard deviations, variance ``1/fan_in``) with zero biases, LayerNorm with ``eps = 1e-6`` and a
 learnable affine map. The network is rule-agnostic: ``distributed_td`` asks each cell's
-:class:`~bioplaus.core.Linear` to detach its input on ``attach``; ``bp`` leaves it connected.
+[`Linear`][bioplaus.core.layers.Linear] to detach its input on ``attach``; ``bp`` leaves it connected.
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ class ADCell(nn.Module):
 
 
 class ADOutput(NamedTuple):
-    """What :class:`ADNet` returns for one time step.
+    """What [`ADNet`][bioplaus.nets.ad.ADNet] returns for one time step.
 
     Attributes:
         q: per-layer Q-values ``(L, B, A)``.
@@ -106,7 +109,7 @@ class ADOutput(NamedTuple):
 
 
 class ADNet(nn.Module):
-    """A stack of :class:`ADCell` with input-skip, self-recurrent and forward-in-time connections.
+    """A stack of [`ADCell`][bioplaus.nets.ad.ADCell] with input-skip, self-recurrent and forward-in-time connections.
 
     Args:
         in_features: observation size (observations are flattened after the batch axis).
@@ -173,8 +176,8 @@ class ADNet(nn.Module):
 
         Args:
             obs: observations ``(B, ...)``.
-            context: the previous step's activations (:meth:`initial_context` at an episode
-                start; ``None`` means zeros).
+            context: the previous step's activations ([`initial_context`][bioplaus.nets.ad.ADNet.initial_context] at an
+                episode start; ``None`` means zeros).
 
         Raises:
             ShapeError: when the observation or context sizes do not match the network.

@@ -1,9 +1,9 @@
 """The GEVB paper's conventional (scalar) baselines: fully connected, conv and locally connected nets.
 
 Clark, Abbott & Chung (2021) hold GEVB in vectorized nets against BP and DFA in conventional
-nets of the same shapes (``shared/research/gevb.md`` §1.8, §3). ``C(o, k, s, p)`` is a
+nets of the same shapes. ``C(o, k, s, p)`` is a
 convolution with ``o`` output channels, kernel ``k``, stride ``s`` and padding ``p``; ``LC`` the
-same with unshared weights (:class:`~bioplaus.core.Local2d`); ``pool`` is ``AvgPool2d(2)``.
+same with unshared weights ([`Local2d`][bioplaus.core.layers.Local2d]); ``pool`` is ``AvgPool2d(2)``.
 
 | model | input | layers |
 |---|---|---|
@@ -18,7 +18,7 @@ Every hidden layer applies the alternating ReLU (``"arelu"``) before any pooling
 are flattened channels-last; the readout has no activation. Biases start at zero. The "+"
 variant (``nonnegative=True``) marks every weight layer past the first as nonnegative, so the
 runner's projection clamps it after each optimizer step, and defaults to ON/OFF init
-(:func:`~bioplaus.nets.init.onoff_init_`). ``dfa`` with ``low=0.0`` on such a net is the paper's "DFA+".
+([`onoff_init_`][bioplaus.nets.init.onoff_init_]). ``dfa`` with ``low=0.0`` on such a net is the paper's "DFA+".
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class ConventionalNet(nn.Sequential):
             shape, and the MNIST column for any shape other than 1×28×28 and 3×32×32.
         n_out: number of outputs (classes).
         nonnegative: the "+" variant: weights past the first layer are projected to ``W ≥ 0``
-            after every optimizer step (see :func:`~bioplaus.core.install_projections`).
+            after every optimizer step (see [`install_projections`][bioplaus.core.layers.install_projections]).
         init: ``"he"`` (mixed sign), ``"onoff"``, or ``"auto"``: ON/OFF if ``nonnegative`` else He.
         activation: hidden nonlinearity, by name.
 

@@ -1,7 +1,7 @@
-"""The architectures of the GEVB paper (Clark, Abbott & Chung, 2021; ``shared/research/gevb.md`` §1.8).
+"""The architectures of the GEVB paper (Clark, Abbott & Chung, 2021).
 
-Shared by the vectorized nets (:mod:`bioplaus.nets.vnn`) and their conventional twins
-(:mod:`bioplaus.nets.conventional`), so the table is written once.
+Shared by the vectorized nets ([`bioplaus.nets.vnn`][bioplaus.nets.vnn]) and their conventional twins
+([`bioplaus.nets.conventional`][bioplaus.nets.conventional]), so the table is written once.
 """
 
 from __future__ import annotations

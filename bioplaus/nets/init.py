@@ -1,4 +1,4 @@
-r"""Weight initialisations of the GEVB paper (Clark, Abbott & Chung, 2021; ``shared/research/gevb.md`` §1.6).
+r"""Weight initialisations of the GEVB paper (Clark, Abbott & Chung, 2021).
 
 Both functions work in place on a weight tensor of any layer kind; the caller names the output
 and input axes and passes ``fan_in`` (the weights feeding one output value, e.g.
@@ -26,7 +26,7 @@ def he_init_(
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    r"""He ("mixed") init: :math:`W \sim \mathcal N(0,\ \mathrm{scale}^2 / (f \cdot \mathrm{fan\_in}))`.
+    r"""He ("mixed") init: $W \sim \mathcal N(0,\ \mathrm{scale}^2 / (f \cdot \mathrm{fan\_in}))$.
 
     ``f = 1`` for the first layer (its input is not rectified) and ``f = 0.5`` otherwise, i.e. the
     standard deviation is ``scale·√(2/fan_in)`` past the first layer. A vectorized first layer
@@ -64,11 +64,11 @@ def onoff_init_(
     positive and negative parts (``e``/``o``: even/odd indices along ``out_axis``/``in_axis``):
 
     - hidden layers: ``A ~ N(0, 4/fan_in)`` of size ``(out/2, in/2)``;
-      :math:`W_{ee} = W_{oo} = \mathrm{relu}(A)`, :math:`W_{eo} = W_{oe} = \mathrm{relu}(-A)`;
+      $W_{ee} = W_{oo} = \mathrm{relu}(A)$, $W_{eo} = W_{oe} = \mathrm{relu}(-A)$;
     - first layer (``first``): ``A ~ N(0, 1/fan_in)`` of size ``(out/2, in)``;
-      :math:`W_{e} = A`, :math:`W_{o} = -A` (mixed sign, never clamped);
+      $W_{e} = A$, $W_{o} = -A$ (mixed sign, never clamped);
     - readout (``readout``, any number of outputs): ``A ~ N(0, 4/fan_in)`` of size ``(out, in/2)``;
-      :math:`W_{:,e} = \mathrm{relu}(A)`, :math:`W_{:,o} = \mathrm{relu}(-A)`.
+      $W_{:,e} = \mathrm{relu}(A)$, $W_{:,o} = \mathrm{relu}(-A)$.
 
     All of it is multiplied by ``scale``. ``4/fan_in = 2/(fan_in/2)`` is He init of the half-width
     net. With zero biases and paired gates (``"arelu"``, or the VNN's ``t_{2m+1} = −t_{2m}``),

@@ -1,8 +1,9 @@
 """Sequence models: the step-by-step interface shared by recurrent nets, and the plain LSTM.
 
 A sequence model maps ``x`` of shape ``(batch, T, n_in)`` to outputs ``(batch, T, n_out)``, one
-per time step. Its recurrent state is explicit and owned by the model: :meth:`SequenceNet.reset_state`
-starts a sequence, :meth:`SequenceNet.step` advances one step; ``forward(x)`` does both for a whole
+per time step. Its recurrent state is explicit and owned by the model:
+[`SequenceNet.reset_state`][bioplaus.nets.lstm.SequenceNet.reset_state] starts a sequence,
+[`SequenceNet.step`][bioplaus.nets.lstm.SequenceNet.step] advances one step; ``forward(x)`` does both for a whole
 sequence. Tasks drive ``step`` themselves for online rules (``rule.step`` at every time step).
 """
 
@@ -23,8 +24,8 @@ from bioplaus.nets._registry import register
 class SequenceNet(nn.Module):
     """Base of sequence models: a recurrent core whose per-step features feed a linear readout.
 
-    Subclasses implement :meth:`features` (one step of the core, from the carried state) and
-    :meth:`_reset_core`; the readout and the step counter live here.
+    Subclasses implement [`features`][bioplaus.nets.lstm.SequenceNet.features] (one step of the core, from the carried
+    state) and `_reset_core`; the readout and the step counter live here.
 
     Args:
         n_in: input size per step.
@@ -63,7 +64,8 @@ class SequenceNet(nn.Module):
         self._reset_core(batch_size, length)
 
     def _reset_core(self, batch_size: int, length: int | None) -> None:
-        """Reset what the subclass carries besides the LSTM state (``length`` as in :meth:`reset_state`)."""
+        """Reset what the subclass carries besides the LSTM state (``length`` as in
+        [`reset_state`][bioplaus.nets.lstm.SequenceNet.reset_state])."""
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Advance the core by one step; return the readout's input for this step."""

@@ -2,30 +2,30 @@ r"""PopSAN: the population-coded spiking actor of Tang et al. (CoRL 2020), used 
 
 Per observation dimension ``j`` a population of ``K`` neurons with learned Gaussian receptive
 fields (means initialised evenly on ``mean_range``, standard deviation ``std``) gives the
-stimulation :math:`A_{jk} = \exp\!\big(-\tfrac12 (o_j - \mu_{jk})^2 / \sigma_{jk}^2\big)`. The
+stimulation $A_{jk} = \exp\!\big(-\tfrac12 (o_j - \mu_{jk})^2 / \sigma_{jk}^2\big)$. The
 deterministic ("regular") spike encoder integrates it and fires at ``0.999``:
 
-.. math::
-
-    U_{jk}[t] = U_{jk}[t-1] + A_{jk}, \quad s_{jk}[t] = H(U_{jk}[t] - 0.999),
-    \quad U_{jk}[t] \leftarrow U_{jk}[t] - 0.999\, s_{jk}[t]
+$$
+U_{jk}[t] = U_{jk}[t-1] + A_{jk}, \quad s_{jk}[t] = H(U_{jk}[t] - 0.999),
+\quad U_{jk}[t] \leftarrow U_{jk}[t] - 0.999\, s_{jk}[t]
+$$
 
 with a straight-through gradient to ``A`` (the official ``PseudoEncoderSpikeRegular``). The
-spikes drive a stack of :class:`~bioplaus.nets.spiking.SpikingLinear` layers (hidden
+spikes drive a stack of [`SpikingLinear`][bioplaus.nets.spiking.SpikingLinear] layers (hidden
 ``[256, 256]`` and an output population of ``K`` neurons per action dimension) for ``T = 5``
 steps; the output firing rates ``r`` (spike count / ``T``) of each action's population are
 decoded by a per-action linear read-out (the official grouped ``Conv1d``), then
 ``a = a_max · tanh(·)``.
 
-Observations are z-scored by a :class:`RunningNorm` (mean/variance frozen outside training)
+Observations are z-scored by a [`RunningNorm`][bioplaus.nets.popsan.RunningNorm] (mean/variance frozen outside training)
 and clipped to ±``clip``, as in the official ``replay_buffer_norm`` (which froze statistics
 collected during training).
 
 State: every forward pass starts from zero neuron state (the official PopSAN re-zeroes its
 membranes at every call). The threshold memory is cleared too unless ``carry_threshold=True``;
-then it persists across calls, as the official BDETT code keeps it, until :meth:`PopSAN.reset`
-(called at each episode start — the official code never resets it; we do so that episodes
-are independent).
+then it persists across calls, as the official BDETT code keeps it, until
+[`PopSAN.reset`][bioplaus.nets.popsan.PopSAN.reset] (called at each episode start — the official code never resets it;
+we do so that episodes are independent).
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ class _StraightThroughSpike(torch.autograd.Function):
 class RunningNorm(nn.Module):
     """Running mean and variance of observations (Chan et al. parallel update); z-scores and clips.
 
-    Statistics update only through :meth:`update` (the training loop calls it on new
-    observations); :meth:`forward` applies ``clip((o − mean) / sqrt(var + 1e-8), ±clip)``.
+    Statistics update only through [`update`][bioplaus.nets.popsan.RunningNorm.update] (the training loop calls it on
+    new observations); `forward` applies ``clip((o − mean) / sqrt(var + 1e-8), ±clip)``.
     """
 
     def __init__(self, dim: int, clip: float = 3.0) -> None:
@@ -131,7 +131,8 @@ class PopSAN(nn.Module):
         out_pop: neurons per action dimension in the output population.
         T: time steps per forward pass.
         threshold: threshold of every spiking layer (``static``, ``bdett``, ``alif``, ``homeostatic``).
-        carry_threshold: keep the threshold memory across forward calls until :meth:`reset`.
+        carry_threshold: keep the threshold memory across forward calls until
+            [`reset`][bioplaus.nets.popsan.PopSAN.reset].
         threshold_options: options of the threshold (default for ``bdett``: ``psi=6`` as in PopSAN).
     """
 
@@ -215,8 +216,8 @@ def popsan(
 ) -> PopSAN:
     """PopSAN spiking actor (Tang et al. 2020): observations ``spec.input_shape = (obs_dim,)``, ``spec.n_out`` actions.
 
-    Options as :class:`PopSAN`'s; ``act_limit`` must be the environment's ``a_max`` (task ``td3``
-    checks it).
+    Options as [`PopSAN`][bioplaus.nets.popsan.PopSAN]'s; ``act_limit`` must be the environment's ``a_max`` (task
+    ``td3`` checks it).
 
     Raises:
         ShapeError: when the task's observations are not vectors.
@@ -236,8 +237,8 @@ def save_actor(actor: PopSAN, path: str | Path) -> None:
 
 
 def load_actor(path: str | Path, **overrides: Any) -> PopSAN:
-    """Rebuild a :class:`PopSAN` saved by :func:`save_actor`; ``overrides`` replace constructor arguments
-    (e.g. ``threshold="bdett"`` for the drop-in protocol).
+    """Rebuild a [`PopSAN`][bioplaus.nets.popsan.PopSAN] saved by [`save_actor`][bioplaus.nets.popsan.save_actor];
+    ``overrides`` replace constructor arguments (e.g. ``threshold="bdett"`` for the drop-in protocol).
 
     Raises:
         ConfigError: when there is no file at ``path``.

@@ -1,20 +1,23 @@
 r"""A leaky ReLU rate network in a closed loop with a proportional feedback controller.
 
 The model of Kaleb, Feulner, Gallego & Clopath (NeurIPS 2024) and Feulner et al. (2022;
-Nat. Commun. 2025), written from the equations of ``shared/research/feedback_rnn.md`` §1. With
-:math:`\alpha = dt/\tau` (0.01 / 0.05 = 0.2), for a batch of trials,
+Nat. Commun. 2025), written from the paper's equations (the Feedback control page of the documentation). With
+$\alpha = dt/\tau$ (0.01 / 0.05 = 0.2), for a batch of trials,
 
-.. math::
-    x_t &= (1-\alpha)\, x_{t-1} + \alpha\,\big(W_{in} u_t + W_{rec} r_{t-1} + g\,(M \odot W_{fb})\, c_t + b\big),
-    \qquad r_t = \mathrm{ReLU}(x_t) \\
-    v_t &= R\,(W_{out} r_t + b_{out} + p_t) \\
-    e_t &= e_{t-1} + dt\,(v^*_t - v_t) \quad\text{(position error; velocity error: } e_t = v^*_t - v_t) \\
-    c_t &= e_{t-1-d}
+$$
+\begin{aligned}
+x_t &= (1-\alpha)\, x_{t-1} + \alpha\,\big(W_{in} u_t + W_{rec} r_{t-1} + g\,(M \odot W_{fb})\, c_t + b\big),
+\qquad r_t = \mathrm{ReLU}(x_t) \\
+v_t &= R\,(W_{out} r_t + b_{out} + p_t) \\
+e_t &= e_{t-1} + dt\,(v^*_t - v_t) \quad\text{(position error; velocity error: } e_t = v^*_t - v_t) \\
+c_t &= e_{t-1-d}
+\end{aligned}
+$$
 
 ``u_t`` is the task input, ``v_t`` the cursor velocity (the hand velocity ``W_out r_t + b_out``
 plus an external push ``p_t``, rotated by ``R`` under a cursor rotation), ``v*_t`` the reference
 velocity, ``e`` the error the controller feeds back with delay ``d`` (``e_0 = 0``, and errors
-before the trial are 0, so the controller is causal: pitfall P2). ``g`` is the per-trial
+before the trial are 0, so the controller is causal). ``g`` is the per-trial
 controller gain: ``g = 0`` switches control off and keeps the neurons' bias ``b`` (P4; in the
 official code ``b`` is the feedback layer's bias and stays on with ``fb_in = False``). ``M`` is
 a fixed Bernoulli(``fb_density``) mask; a net without a controller has ``M = 0`` and a frozen
@@ -25,13 +28,14 @@ Deviations from the official code, on purpose: ``e_0 = 0`` (the official accumul
 cursor rotation rotates the whole readout including ``b_out`` and the push (Feulner rotates
 ``W_out`` only).
 
-Why a standalone module rather than :class:`~bioplaus.core.RecurrentLayer`: that layer
+Why a standalone module rather than [`RecurrentLayer`][bioplaus.core.recurrent.RecurrentLayer]: that layer
 concatenates input and recurrent weights into one matrix, while here ``W_in``, ``W_rec`` and
 ``W_fb`` are separate, only ``W_rec`` is plastic during adaptation, and the loop runs through an
-integrator and a delay line that belong to the model. The state is explicit (:class:`LoopState`,
-reset by the task with :meth:`RateRNN.reset`). For vectorised adaptation experiments,
-:meth:`RateRNN.split_conditions` gives every experimental condition its own copy of ``W_rec``
-(shape ``(C, n, n)``); a batch of ``B = C·k`` trials is then laid out condition-major (trials
+integrator and a delay line that belong to the model. The state is explicit
+([`LoopState`][bioplaus.nets.rate_rnn.LoopState], reset by the task with
+[`RateRNN.reset`][bioplaus.nets.rate_rnn.RateRNN.reset]). For vectorised adaptation experiments,
+[`RateRNN.split_conditions`][bioplaus.nets.rate_rnn.RateRNN.split_conditions] gives every experimental condition its
+own copy of ``W_rec`` (shape ``(C, n, n)``); a batch of ``B = C·k`` trials is then laid out condition-major (trials
 ``c·k … c·k + k − 1`` use ``W_rec[c]``).
 """
 
@@ -67,7 +71,7 @@ class LoopState:
         fed_back: the error the controller fed back at this step, ``c_t``, ``(B, 2)``.
         delay_line: ``[e_{t−d}, …, e_t]``: the controller's next inputs.
         control: controller gain ``g`` per trial, ``(B, 1)``.
-        t: steps taken since :meth:`RateRNN.reset`.
+        t: steps taken since [`RateRNN.reset`][bioplaus.nets.rate_rnn.RateRNN.reset].
         cursor: the cursor rotations of the last step ``(B, n_out, n_out)``, or ``None``.
     """
 
@@ -85,7 +89,8 @@ class LoopState:
 
 @dataclass
 class Rollout:
-    """A whole trial, stacked over time: each field ``(B, T, ·)``; see :class:`LoopState`."""
+    """A whole trial, stacked over time: each field ``(B, T, ·)``; see
+    [`LoopState`][bioplaus.nets.rate_rnn.LoopState]."""
 
     x: torch.Tensor
     r: torch.Tensor
@@ -156,7 +161,7 @@ class RateRNN(nn.Module):
         mask = torch.rand(n, n_out, generator=torch.Generator().manual_seed(mask_seed)) < density
         self.register_buffer("fb_mask", mask.to(self.W_fb.dtype))
         self.detach_feedback = False
-        """Cut the graph at the fed-back error (the loop counts as an external input; pitfall P5)."""
+        """Cut the graph at the fed-back error (the loop counts as an external input)."""
         self.state: LoopState | None = None
 
     # conditions ------------------------------------------------------------------------------
@@ -196,7 +201,7 @@ class RateRNN(nn.Module):
         """Start ``batch`` trials: ``x_0 ~ U(−0.1, 0.1)`` (fresh every trial), ``e_0 = 0``, empty delay line.
 
         Args:
-            batch: number of trials (a multiple of :attr:`conditions`).
+            batch: number of trials (a multiple of [`conditions`][bioplaus.nets.rate_rnn.RateRNN.conditions]).
             control: controller gain ``g``, a number or one per trial ``(batch,)``; 0 switches control off.
             generator: random generator of the initial states.
         """
@@ -292,7 +297,8 @@ class RateRNN(nn.Module):
         cursor: torch.Tensor | None,
         fed_back: torch.Tensor | None,
     ) -> LoopState:
-        """:meth:`step` from the input drive ``W_in u_t + b`` and ``M ⊙ W_fb`` (computed once per rollout)."""
+        """[`step`][bioplaus.nets.rate_rnn.RateRNN.step] from the input drive ``W_in u_t + b`` and ``M ⊙ W_fb``
+        (computed once per rollout)."""
         s = self.state
         c = s.delay_line[0] if fed_back is None else fed_back
         if self.detach_feedback:
@@ -387,7 +393,8 @@ def save_checkpoint(model: RateRNN, path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> RateRNN:
-    """Rebuild a :class:`RateRNN` saved by :func:`save_checkpoint`."""
+    """Rebuild a [`RateRNN`][bioplaus.nets.rate_rnn.RateRNN] saved by
+    [`save_checkpoint`][bioplaus.nets.rate_rnn.save_checkpoint]."""
     if not Path(path).is_file():
         raise ConfigError(f"no checkpoint at {path}: pre-train one first (bioplaus.tasks.motor.pretrain)")
     saved = torch.load(path, map_location="cpu", weights_only=True)

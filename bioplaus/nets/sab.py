@@ -2,20 +2,22 @@ r"""Sparse attentive backtracking (SAB) LSTM and the dense self-attention LSTM b
 
 Ke, Goyal, Bilaniuk, Binas, Mozer, Pal & Bengio, "Sparse Attentive Backtracking: Temporal
 Credit Assignment Through Reminding", NeurIPS 2018 (arXiv 1809.03702); equations, what the
-official code computes and its pitfalls: ``shared/research/sab.md``.
+official code computes and its pitfalls: the SAB page of the documentation.
 
-Per step ``t`` (memory :math:`\mathcal M_t = \{m_0 = h_0, m_1, \dots\}`, one entry written every
+Per step ``t`` (memory $\mathcal M_t = \{m_0 = h_0, m_1, \dots\}$, one entry written every
 ``k_att`` steps):
 
-.. math::
+$$
+\begin{aligned}
+\hat h_t, c_t &= \mathrm{LSTM}(x_t, h_{t-1}, c_{t-1}) \\
+a_{t,i} &= v^\top \tanh(W_q \hat h_t + b_q + W_m m_i) \qquad (\text{key } W_m m_i \text{ kept from the write}) \\
+\tau_t &= (k_{top}+1)\text{-th largest } a_{t,i}, \qquad
+w_{t,i} = \frac{\mathrm{relu}(a_{t,i} - \tau_t)}{\sum_j \mathrm{relu}(a_{t,j} - \tau_t)} \\
+s_t &= \textstyle\sum_i w_{t,i}\, m_i, \qquad h_t = \hat h_t + s_t, \qquad y_t = W_o [h_t; s_t] + b_o
+\end{aligned}
+$$
 
-    \hat h_t, c_t &= \mathrm{LSTM}(x_t, h_{t-1}, c_{t-1}) \\
-    a_{t,i} &= v^\top \tanh(W_q \hat h_t + b_q + W_m m_i) \qquad (\text{key } W_m m_i \text{ kept from the write}) \\
-    \tau_t &= (k_{top}+1)\text{-th largest } a_{t,i}, \qquad
-    w_{t,i} = \frac{\mathrm{relu}(a_{t,i} - \tau_t)}{\sum_j \mathrm{relu}(a_{t,j} - \tau_t)} \\
-    s_t &= \textstyle\sum_i w_{t,i}\, m_i, \qquad h_t = \hat h_t + s_t, \qquad y_t = W_o [h_t; s_t] + b_o
-
-and :math:`h_t` joins the memory after step ``t`` when ``(t+1) mod k_att = 0`` (so after ``T``
+and $h_t$ joins the memory after step ``t`` when ``(t+1) mod k_att = 0`` (so after ``T``
 steps the memory holds ``1 + ⌊T/k_att⌋`` slots). The cell state ``c`` is never touched by the
 attention. Training is any temporal rule: SAB proper is this model under ``tbptt(k_trunc)``,
 where the gradient still reaches stored memories through the ``k_top`` non-zero weights, and
@@ -33,7 +35,7 @@ Choices where the paper, the official code and this module differ (all selectabl
 - ``small_memory="uniform"`` (default): while the memory holds ``≤ k_top`` slots, every slot
   gets ``1/|M|`` (the paper is silent). ``"raw"`` is the official code: the raw scores are used
   as weights, unnormalised.
-- The threshold :math:`\tau_t` is not detached (as in the official code): the SAB gradient is
+- The threshold $\tau_t$ is not detached (as in the official code): the SAB gradient is
   the exact gradient of this forward function, and the (k_top+1)-th memory receives gradient
   through its score, not through its value.
 
@@ -45,11 +47,11 @@ save all of it). The attention graph thus grows as ``O(T · k_top)``, not ``O(T�
 at quadratic memory (kept as the test oracle). With the MLP scorer the whole step (query,
 ranking, top-k, sparsifier, weighted sum, ``h = ĥ + s`` and, at write steps, the write of ``h``
 with its key) is one autograd node with a hand-written backward
-(:class:`~bioplaus.nets.sab_read.AttentionStep`; the scorer's parameters enter the graph once per
-sequence, :class:`~bioplaus.nets.sab_read.ParamGrads`) over a C kernel (:mod:`bioplaus.native.sab`;
-PyTorch operations where it cannot run, or with ``backend="torch"``); the official scorer, and
-scorer layers that a rule configured, run the same steps as ordinary autograd operations. The
-memory is a :class:`~bioplaus.nets.sab_memory.MemoryBank`:
+([`AttentionStep`][bioplaus.nets.sab_read.AttentionStep]; the scorer's parameters enter the graph once per
+sequence, [`ParamGrads`][bioplaus.nets.sab_read.ParamGrads]) over a C kernel
+([`bioplaus.native.sab`][bioplaus.native.sab]; PyTorch operations where it cannot run, or with ``backend="torch"``);
+the official scorer, and scorer layers that a rule configured, run the same steps as ordinary autograd operations. The
+memory is a [`MemoryBank`][bioplaus.nets.sab_memory.MemoryBank]:
 a buffer without graph whose gradient reaches each stored state through a side channel, so
 neither writes nor reads cost time in proportion to the memory's size, beyond the ranking.
 """
@@ -137,17 +139,18 @@ class MLPScorer(nn.Module):
 
     @property
     def fused(self) -> bool:
-        """Whether the fused read (:meth:`plan`) applies: the query and output layers run plain backprop (no
-        rule configured them), so the step may use their weights directly."""
+        """Whether the fused read ([`plan`][bioplaus.nets.sab.MLPScorer.plan]) applies: the query and output layers run
+        plain backprop (no rule configured them), so the step may use their weights directly."""
         return all(_plain(layer) for layer in (self.query_proj, self.v))
 
     @property
     def fused_key(self) -> bool:
-        """Whether the memory may compute keys itself (``κ = W_m m``, :meth:`MemoryBank.write`)."""
+        """Whether the memory may compute keys itself (``κ = W_m m``,
+        [`MemoryBank.write`][bioplaus.nets.sab_memory.MemoryBank.write])."""
         return _plain(self.key_proj)
 
     def plan(self, bank: MemoryBank, threshold: str, writes: bool) -> ReadPlan:
-        """The plan of a sequence's fused steps (:class:`AttentionStep`); ``writes``: steps store their state
+        """The plan of a sequence's fused steps (`AttentionStep`); ``writes``: steps store their state
         and its key themselves."""
         _, shift, eps = THRESHOLDS[threshold]
         key_weight = self.key_proj.weight if writes else None
@@ -209,7 +212,8 @@ class AttentiveLSTM(SequenceNet, StoredStates):
         k_top: memories kept by the sparse attention.
         k_att: a memory is written every ``k_att`` steps.
         attention: ``"sparse"`` (SAB) or ``"softmax"`` (dense self-attention over every memory).
-        scorer: ``"mlp"`` (paper) or ``"official"`` (query-free, see :class:`OfficialScorer`).
+        scorer: ``"mlp"`` (paper) or ``"official"`` (query-free, see
+            [`OfficialScorer`][bioplaus.nets.sab.OfficialScorer]).
         score_hidden: hidden width of the MLP scorer (default ``H``).
         threshold: ``"k+1"`` (k_top memories kept) or ``"k"`` (official; k_top − 1 kept).
         small_memory: weights while the memory has ``≤ k_top`` slots: ``"uniform"`` or ``"raw"`` (official).
@@ -217,7 +221,7 @@ class AttentiveLSTM(SequenceNet, StoredStates):
             with the graph and mask (``False``; same function, quadratic memory; a test oracle).
         backend: with the MLP scorer and ``gather``, how the attention step runs: ``"auto"`` (a C
             kernel for float32 CPU tensors, PyTorch otherwise), ``"native"`` (the kernel must
-            compile) or ``"torch"`` (:class:`~bioplaus.nets.sab_read.AttentionStep`).
+            compile) or ``"torch"`` ([`AttentionStep`][bioplaus.nets.sab_read.AttentionStep]).
     """
 
     _transient = ("state", "bank", "_plan", "_log")
@@ -254,7 +258,7 @@ class AttentiveLSTM(SequenceNet, StoredStates):
             else OfficialScorer(hidden)
         )
         self.bank: MemoryBank | None = None
-        """The memory of this sequence (slots ``[m_i; key_i]``), made by :meth:`reset_state`."""
+        """The memory of this sequence (slots ``[m_i; key_i]``), made by `reset_state`."""
         self._plan: ReadPlan | None = None
         """The sequence's read plan when the fused step applies (MLP scorer, gather, layers not configured)."""
         self._project_keys = False
@@ -271,7 +275,7 @@ class AttentiveLSTM(SequenceNet, StoredStates):
     @property
     def memory_bytes(self) -> int:
         """Bytes of this sequence's memory buffers (slots, key exponentials, slot gradients): memory the backward
-        needs that autograd's saved tensors do not include (:class:`~bioplaus.nets.sab_memory.SlotStore`)."""
+        needs that autograd's saved tensors do not include ([`SlotStore`][bioplaus.nets.sab_memory.SlotStore])."""
         return 0 if self.bank is None else self.bank.store.nbytes
 
     def _reset_core(self, batch_size: int, length: int | None) -> None:
@@ -352,7 +356,8 @@ class AttentiveLSTM(SequenceNet, StoredStates):
         return like.new_zeros(like.shape[0], n).scatter(1, idx, w)
 
     def _record(self, weights: Callable[[], torch.Tensor]) -> None:
-        """Log this step's attention over every slot (``(batch, slots)``) when :meth:`attention_map` asks."""
+        """Log this step's attention over every slot (``(batch, slots)``) when
+        [`attention_map`][bioplaus.nets.sab.AttentiveLSTM.attention_map] asks."""
         if self._log is not None:
             self._log.append(weights().detach())
 

@@ -1,16 +1,17 @@
 r"""SAB's memory of past states, with a gradient side channel instead of a growing graph.
 
-The memory holds slots :math:`[m_j; \kappa_j]` (a stored hidden state and its scorer key),
+The memory holds slots $[m_j; \kappa_j]$ (a stored hidden state and its scorer key),
 one written every ``k_att`` steps. Every later step reads it. Kept as an autograd tensor grown
 by concatenation, each write would copy the whole memory and each read's backward would return
 a memory-shaped gradient that flows back through every earlier concatenation: ``O(T²/k_att)``
 time in both passes even when a read touches ``k_top + 1`` slots.
 
-Here the slots live in a preallocated buffer without a graph (:attr:`SlotStore.data`,
-``(batch, capacity, H + K)``, doubled when full). A read is an autograd node whose backward
-adds the gradient of the slots it used into a buffer of the same shape (:attr:`SlotStore.grad`,
-the side channel), and a write is an autograd node (:class:`WriteSlot`) whose backward hands
-slot ``j``'s accumulated gradient to the graph of ``(m_j, κ_j)`` and clears it.
+Here the slots live in a preallocated buffer without a graph
+([`SlotStore.data`][bioplaus.nets.sab_memory.SlotStore.data], ``(batch, capacity, H + K)``, doubled when full). A read
+is an autograd node whose backward adds the gradient of the slots it used into a buffer of the same shape
+([`SlotStore.grad`][bioplaus.nets.sab_memory.SlotStore.grad], the side channel), and a write is an autograd node
+([`WriteSlot`][bioplaus.nets.sab_memory.WriteSlot]) whose backward hands slot ``j``'s accumulated gradient to the graph
+of ``(m_j, κ_j)`` and clears it.
 
 **Order.** Slot ``j``'s gradient must be complete when its write's backward runs, i.e. after the
 backward of every read of step ``t > t_j`` that used it. Each write outputs a scalar *token*,
@@ -21,19 +22,19 @@ the latest write ``J ≥ j`` before ``t``; write ``j`` waits for write ``j + 1``
 ``j + 2``, and so on up to ``J``, which waits for the read, so no contribution comes late. Each
 node runs once per backward, as in one backward through the concatenated memory, but each
 step's work is ``O(k_top)`` slots (sparse read) instead of ``O(slots)``. The chain starts at
-:meth:`MemoryBank.start`'s link (the fused step's :class:`~bioplaus.nets.sab_read.ParamGrads`),
-whose backward therefore runs after every read's and write's.
+[`MemoryBank.start`][bioplaus.nets.sab_memory.MemoryBank.start]'s link (the fused step's
+[`ParamGrads`][bioplaus.nets.sab_read.ParamGrads]), whose backward therefore runs after every read's and write's.
 
-**Deferred credit** (streaming backward, :class:`~bioplaus.core.recurrent.StoredStates`):
+**Deferred credit** (streaming backward, [`StoredStates`][bioplaus.core.recurrent.StoredStates]):
 without the token chain, segment backwards stop at the reads, which accumulate into
-:attr:`SlotStore.grad`; each write still outputs a token of its own, and
-:meth:`MemoryBank.release` back-propagates these, newest first, so each slot's gradient goes
-through its own graph once (a slot's graph only reaches slots written before it).
+[`SlotStore.grad`][bioplaus.nets.sab_memory.SlotStore.grad]; each write still outputs a token of its own, and
+[`MemoryBank.release`][bioplaus.nets.sab_memory.MemoryBank.release] back-propagates these, newest first, so each slot's
+gradient goes through its own graph once (a slot's graph only reaches slots written before it).
 
-**Kernel.** For a float32 CPU memory the C kernels of :mod:`bioplaus.native.sab` write slots
+**Kernel.** For a float32 CPU memory the C kernels of [`bioplaus.native.sab`][bioplaus.native.sab] write slots
 (the state and, given ``W_m``, its key ``W_m m``, plus the key's exponentials that the kernel's
-fast score reads, :attr:`SlotStore.aux`) and hand slot gradients on; the fused attention step
-(:class:`~bioplaus.nets.sab_read.AttentionStep`) writes its own state in the same call.
+fast score reads, [`SlotStore.aux`][bioplaus.nets.sab_memory.SlotStore.aux]) and hand slot gradients on; the fused
+attention step ([`AttentionStep`][bioplaus.nets.sab_read.AttentionStep]) writes its own state in the same call.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ TINY = 1e-12
 class SlotStore:
     """The memory's buffers, without any graph: what the autograd nodes of reads and writes hold.
 
-    Kept apart from :class:`MemoryBank` (which holds the written tensors and the token, with their
-    graphs) so that no node of the graph refers back to the graph: a node whose context held the
+    Kept apart from [`MemoryBank`][bioplaus.nets.sab_memory.MemoryBank] (which holds the written tensors and the token,
+    with their graphs) so that no node of the graph refers back to the graph: a node whose context held the
     bank would close a reference cycle through the token's ``grad_fn``, which Python's collector
     cannot free, and every training iteration would leak its graph.
 
@@ -60,7 +61,7 @@ class SlotStore:
         hidden: size ``H`` of a stored state ``m_j``.
         key_size: size ``K`` of its key ``κ_j``.
         capacity: initial slots allocated (doubled when full).
-        backend: ``"auto"``: the C kernels of :mod:`bioplaus.native.sab` serve this memory when it is
+        backend: ``"auto"``: the C kernels of [`bioplaus.native.sab`][bioplaus.native.sab] serve this memory when it is
             float32 on the CPU and they compile; ``"torch"``: never.
     """
 
@@ -69,11 +70,12 @@ class SlotStore:
     ):
         self.hidden, self.n = hidden, 0
         self.data = like.new_zeros(batch, capacity, hidden + key_size)
-        """The slots ``[m_j; κ_j]``, ``(batch, capacity, H + K)``; the first :attr:`n` are written."""
+        """The slots ``[m_j; κ_j]``, ``(batch, capacity, H + K)``; the first `n` are written."""
         self.grad: torch.Tensor | None = None
         """Accumulated ``∂L/∂[m_j; κ_j]`` from reads whose backward ran (allocated by the first one)."""
         self.last_read: tuple | None = None
-        """``(state, idx, n)`` of the latest fused read, for logging (:func:`~bioplaus.nets.sab_read.read_weights`)."""
+        """``(state, idx, n)`` of the latest fused read, for logging
+        ([`read_weights`][bioplaus.nets.sab_read.read_weights])."""
         self.rows = torch.arange(batch, device=like.device).unsqueeze(1)
         """Batch row of every sequence, ``(batch, 1)``, for indexing slots per row."""
         self._offsets = self.rows * capacity
@@ -83,7 +85,7 @@ class SlotStore:
         """With the kernels: per slot, ``e^{2κ_j}`` and ``max |κ_j|``, what the kernel's fast score reads
         (``bioplaus/native/sab.c``); written with every slot."""
         self.native = None
-        """With the kernels: their :class:`~bioplaus.native.sab.Plan`, kept pointing at the current buffers."""
+        """With the kernels: their [`Plan`][bioplaus.native.sab.Plan], kept pointing at the current buffers."""
         if self.lib is not None:
             self.native = kernel.Plan(batch=batch, hidden=hidden, key_size=key_size, tiny=TINY)
             self._point()
@@ -141,7 +143,8 @@ class SlotStore:
         return self.n - 1
 
     def grad_buffer(self) -> torch.Tensor:
-        """:attr:`grad` flattened to ``(batch·capacity, H + K)``, allocated by the first call; grows with the data."""
+        """[`grad`][bioplaus.nets.sab_memory.SlotStore.grad] flattened to ``(batch·capacity, H + K)``, allocated by the
+        first call; grows with the data."""
         if self.grad is None:
             self.grad = torch.zeros_like(self.data)
             self._point()
@@ -169,7 +172,8 @@ class SlotStore:
 
 
 class MemoryBank:
-    """The memory of one batch of sequences: its :class:`SlotStore`, what was written, and the token.
+    """The memory of one batch of sequences: its [`SlotStore`][bioplaus.nets.sab_memory.SlotStore], what was written,
+    and the token.
 
     Args:
         like: a tensor whose dtype and device the buffers take.
@@ -177,8 +181,8 @@ class MemoryBank:
         hidden: size ``H`` of a stored state ``m_j``.
         key_size: size ``K`` of its key ``κ_j``.
         chain: order writes after later reads by the token chain (single backward); ``False``
-            defers slot credit to :meth:`release` (streaming backward).
-        backend: ``"auto"`` or ``"torch"``, see :class:`SlotStore`.
+            defers slot credit to [`release`][bioplaus.nets.sab_memory.MemoryBank.release] (streaming backward).
+        backend: ``"auto"`` or ``"torch"``, see [`SlotStore`][bioplaus.nets.sab_memory.SlotStore].
         capacity: slots to allocate at first (the memory grows by doubling beyond; growing moves every
             buffer, so a caller that knows the sequence's length allocates it all at once).
     """
@@ -196,7 +200,8 @@ class MemoryBank:
         self.store = SlotStore(like, batch, hidden, key_size, capacity, backend)
         self.chain = chain
         self.tokens: list[torch.Tensor] = []
-        """Deferred mode: each write's own token, whose backward hands the slot's gradient on (:meth:`release`)."""
+        """Deferred mode: each write's own token, whose backward hands the slot's gradient on
+        ([`release`][bioplaus.nets.sab_memory.MemoryBank.release])."""
         self.token: torch.Tensor | None = None
         """Output of the latest write with a graph (chain mode); reads take it as an input."""
         self.anchor = None if chain else like.new_zeros(()).requires_grad_()
@@ -212,7 +217,8 @@ class MemoryBank:
         return self.store.capacity
 
     def start(self, link: torch.Tensor) -> None:
-        """Make ``link`` (a tensor with a graph, e.g. :class:`~bioplaus.nets.sab_read.ParamGrads`'s) the root of the
+        """Make ``link`` (a tensor with a graph, e.g. [`ParamGrads`][bioplaus.nets.sab_read.ParamGrads]'s) the root of
+        the
         ordering: the first write's token (chain) or the input every read holds (deferred), so that its backward
         runs after theirs. Ignored if it has no graph. Call before the first write."""
         if link.requires_grad:

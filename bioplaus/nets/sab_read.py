@@ -1,49 +1,53 @@
 r"""SAB's attention step with the MLP scorer (query, ranking, top-k, sparsifier, sum, write), one autograd node.
 
-From the provisional state :math:`\hat h` (``(B, H)``) and every memory slot ``[m_j; κ_j]``
+From the provisional state $\hat h$ (``(B, H)``) and every memory slot ``[m_j; κ_j]``
 (value and the key ``κ_j = W_m m_j`` kept from its write):
 
-.. math::
+$$
+\begin{gathered}
+q = W_q \hat h + b_q, \quad u_j = q + \kappa_j, \quad t_j = \tanh u_j, \quad a_j = v^\top t_j, \\
+\tau = a_{(R)} + \delta, \quad r_j = \mathrm{relu}(a_j - \tau), \quad
+Z = \textstyle\sum_j r_j + \epsilon, \quad w_j = r_j / Z, \quad s = \sum_j w_j m_j, \quad
+\text{out} = [\hat h + s;\ s]
+\end{gathered}
+$$
 
-    q = W_q \hat h + b_q, \quad u_j = q + \kappa_j, \quad t_j = \tanh u_j, \quad a_j = v^\top t_j, \\
-    \tau = a_{(R)} + \delta, \quad r_j = \mathrm{relu}(a_j - \tau), \quad
-    Z = \textstyle\sum_j r_j + \epsilon, \quad w_j = r_j / Z, \quad s = \sum_j w_j m_j, \quad
-    \text{out} = [\hat h + s;\ s]
-
-(Ke et al. 2018, §3): the ``R`` best slots are kept (``R = k_top + 1``, or ``k_top`` for the
+(Ke et al. 2018, Section 3): the ``R`` best slots are kept (``R = k_top + 1``, or ``k_top`` for the
 official threshold; ``δ, ε`` are 0 for ``"k+1"`` and 1e-7 for ``"k"``; with ``ε = 0`` the
 normaliser is floored at 1e-12 so tied scores give zero weights). ``R = 0`` is the rule for a
 memory of at most ``k_top`` slots: ``w_j = 1/n`` for every slot, no score. ``out`` is what
-:class:`~bioplaus.nets.sab.AttentiveLSTM` needs, the new state ``h = ĥ + s`` and the readout's
+[`AttentiveLSTM`][bioplaus.nets.sab.AttentiveLSTM] needs, the new state ``h = ĥ + s`` and the readout's
 ``[h; s]``. Eager PyTorch records about twenty-five small autograd nodes for this per time step,
 and at ``B = 32, H = 64`` their bookkeeping costs more than their arithmetic. This node computes
 the same function and its exact gradient by hand, from the upstream ``g = ∂L/∂s = ∂L/∂h`` plus
 both halves of ``∂L/∂out`` (``h`` is also an output, the next state):
 
-.. math::
-
-    \bar w_j = g \cdot m_j, \quad \bar m_j = w_j\, g, \quad
-    \bar r_j = (\bar w_j - \textstyle\sum_l w_l \bar w_l) / Z, \quad
-    \bar a_j = \bar r_j\,[r_j > 0] \;(+ \textstyle -\sum_l \bar r_l [r_l > 0] \text{ at } j = \arg\min a), \\
-    \bar u_j = \bar a_j\, v \odot (1 - t_j^2), \quad \bar\kappa_j = \bar u_j, \quad
-    \bar q = \textstyle\sum_j \bar u_j, \quad \bar v = \sum_{b, j} \bar a_j\, t_j, \quad
-    \bar{\hat h} = \bar h + \bar{\text{out}}_{1:H} + W_q^\top \bar q, \quad
-    \bar W_q = \bar q\, \hat h^\top, \quad \bar b_q = \bar q
+$$
+\begin{gathered}
+\bar w_j = g \cdot m_j, \quad \bar m_j = w_j\, g, \quad
+\bar r_j = (\bar w_j - \textstyle\sum_l w_l \bar w_l) / Z, \quad
+\bar a_j = \bar r_j\,[r_j > 0] \;(+ \textstyle -\sum_l \bar r_l [r_l > 0] \text{ at } j = \arg\min a), \\
+\bar u_j = \bar a_j\, v \odot (1 - t_j^2), \quad \bar\kappa_j = \bar u_j, \quad
+\bar q = \textstyle\sum_j \bar u_j, \quad \bar v = \sum_{b, j} \bar a_j\, t_j, \quad
+\bar{\hat h} = \bar h + \bar{\text{out}}_{1:H} + W_q^\top \bar q, \quad
+\bar W_q = \bar q\, \hat h^\top, \quad \bar b_q = \bar q
+\end{gathered}
+$$
 
 (the threshold is not detached, as in the official code, so the score defining ``τ`` gets
 ``−Σ ā``). The forward saves ``ĥ``, the weights, the winners' slots and ``Z``, not the winners:
 their values and ``t_j`` are read again from the memory, which is never overwritten, and the query
 ``q`` is recomputed from ``ĥ``.
 The memory gradient ``(m̄_j, κ̄_j)`` is added into the memory's gradient buffer at the winners'
-slots (:mod:`~bioplaus.nets.sab_memory`), never returned as a memory-shaped tensor. A step that
+slots ([`sab_memory`][bioplaus.nets.sab_memory]), never returned as a memory-shaped tensor. A step that
 also writes ``h`` into the memory first adds the gradient its slot gathered to ``h̄``
-(:class:`AttentionStep`).
+([`AttentionStep`][bioplaus.nets.sab_read.AttentionStep]).
 
-Two implementations compute this: a C kernel (:mod:`bioplaus.native.sab`, one pass per batch row,
+Two implementations compute this: a C kernel ([`bioplaus.native.sab`][bioplaus.native.sab], one pass per batch row,
 used for float32 CPU tensors when it compiles) and PyTorch operations (everything else, and the
 reference the kernel is tested against). Over the kernel, the node is C++ where a C++ compiler
-builds it (:func:`attention_step`, ``bioplaus/native/sab_step.cpp``), else this Python node. The
-PyTorch path computes ``tanh u`` as ``2σ(2u) − 1``, the same value to rounding, because
+builds it ([`attention_step`][bioplaus.nets.sab_read.attention_step], ``bioplaus/native/sab_step.cpp``), else this
+Python node. The PyTorch path computes ``tanh u`` as ``2σ(2u) − 1``, the same value to rounding, because
 ``torch.tanh`` is several times slower than ``torch.sigmoid`` on CPUs.
 """
 
@@ -60,20 +64,20 @@ class ReadPlan:
     parameters, their gradient accumulator, whether the C kernel serves them, and whether steps write
     their state themselves.
 
-    Made once per sequence (:meth:`~bioplaus.nets.sab.AttentiveLSTM.reset_state`), so that a
+    Made once per sequence (`reset_state`), so that a
     step does no set-up work: at ``B = 32, H = 64`` each microsecond of Python per step is
     about half a percent of an LSTM step. The steps do not take the scorer's parameters as
-    autograd inputs: each step's backward adds their gradient into :attr:`grads`, and one node
-    per sequence (:class:`ParamGrads`, ordered after every step's backward by the memory's token)
-    hands the sums on. That spares the autograd engine four gradient tensors per step.
+    autograd inputs: each step's backward adds their gradient into [`grads`][bioplaus.nets.sab_read.ReadPlan.grads],
+    and one node per sequence ([`ParamGrads`][bioplaus.nets.sab_read.ParamGrads], ordered after every step's backward
+    by the memory's token) hands the sums on. That spares the autograd engine four gradient tensors per step.
 
     Args:
-        store: the memory's buffers (:class:`~bioplaus.nets.sab_memory.SlotStore`).
+        store: the memory's buffers ([`SlotStore`][bioplaus.nets.sab_memory.SlotStore]).
         shift: δ added to the threshold.
-        eps: ε added to the normaliser (0: floored at :data:`TINY`).
+        eps: ε added to the normaliser (0: floored at [`TINY`][bioplaus.nets.sab_memory.TINY]).
         params: the scorer's ``(W_q, b_q, v, W_m)``: ``b_q`` may be ``None``; ``W_m`` is ``None``
             unless steps write their state and its key ``W_m h`` themselves (single backward, the
-            token chain of :mod:`~bioplaus.nets.sab_memory`).
+            token chain of [`sab_memory`][bioplaus.nets.sab_memory]).
     """
 
     __slots__ = (
@@ -89,14 +93,14 @@ class ReadPlan:
         """``(K, H)``."""
         K, H = self.sizes
         self.state_base = kernel.state_size(H, 0)
-        """Floats a read keeps per row besides its ``R`` weights (:func:`~bioplaus.native.sab.state_size`)."""
+        """Floats a read keeps per row besides its ``R`` weights ([`state_size`][bioplaus.native.sab.state_size])."""
         self._tracked = [p for p in params if p is not None]
         self.grads = store.data.new_zeros(2 * K * H + 2 * K)
         """Accumulated ``[∂L/∂W_q; ∂L/∂b_q; ∂L/∂v; ∂L/∂W_m]``, flat, from the backward of the steps so far."""
         self.lib = store.lib if store.lib is not None and kernel.accepts(*params) else None
         """The compiled kernels when they serve this memory and these parameters, else ``None``."""
         self.op = kernel.operator() if self.lib is not None else None
-        """The step's C++ autograd node (:func:`~bioplaus.native.sab.operator`) when it serves, else ``None``."""
+        """The step's C++ autograd node ([`operator`][bioplaus.native.sab.operator]) when it serves, else ``None``."""
         self.plan_bytes = None if self.op is None else kernel.plan_bytes(store.native)
         """The kernels' plan as the C++ node takes it."""
         self._version, self._transposes = -1, ()
@@ -117,7 +121,7 @@ class ReadPlan:
 
     def refresh(self) -> int:
         """Bring the kernel's transposed weights up to date (they are redone only after the weights changed);
-        returns :meth:`version`."""
+        returns [`version`][bioplaus.nets.sab_read.ReadPlan.version]."""
         version = self.version()
         if version != self._version:
             w_q, _, _, w_m = self.params
@@ -129,11 +133,11 @@ class ReadPlan:
         return version
 
     def root(self) -> torch.Tensor:
-        """The root of the sequence's ordering (:meth:`~bioplaus.nets.sab_memory.MemoryBank.start`):
-        :class:`ParamGrads`' output, with a graph even where no scorer parameter requires grad (a fresh leaf is
-        its extra input). Every step's node reaches it through its link, so its context, which holds this plan
-        and, through it, every buffer the kernels' plan points at, lives as long as any step's node: the C++
-        node (:func:`attention_step`) holds only the address."""
+        """The root of the sequence's ordering ([`start`][bioplaus.nets.sab_memory.MemoryBank.start]):
+        [`ParamGrads`][bioplaus.nets.sab_read.ParamGrads]' output, with a graph even where no scorer parameter requires
+        grad (a fresh leaf is its extra input). Every step's node reaches it through its link, so its context, which
+        holds this plan and, through it, every buffer the kernels' plan points at, lives as long as any step's node:
+        the C++ node ([`attention_step`][bioplaus.nets.sab_read.attention_step]) holds only the address."""
         with torch.enable_grad():  # whichever mode the sequence starts in
             return ParamGrads.apply(self, self.grads.new_zeros(()).requires_grad_(), *self.params)
 
@@ -156,12 +160,13 @@ class ReadPlan:
 
 class ParamGrads(torch.autograd.Function):
     """``link = ParamGrads(plan, leaf, W_q, b_q, v, W_m)``: the scorer's parameters enter a sequence's graph here, once
-    (``leaf``: a tensor that requires grad, so that the link has a graph in any case, :meth:`ReadPlan.root`).
+    (``leaf``: a tensor that requires grad, so that the link has a graph in any case,
+    [`ReadPlan.root`][bioplaus.nets.sab_read.ReadPlan.root]).
 
-    The memory's first token (:meth:`~bioplaus.nets.sab_memory.MemoryBank.start`): every step of
+    The memory's first token ([`start`][bioplaus.nets.sab_memory.MemoryBank.start]): every step of
     the sequence holds it or a later token, so this backward runs after all of theirs and hands the
-    gradients they accumulated in ``plan.grads`` (:meth:`ReadPlan.take_grads`) to the parameters.
-    A streaming backward reaches it once per segment and hands on that segment's share. A
+    gradients they accumulated in ``plan.grads`` ([`ReadPlan.take_grads`][bioplaus.nets.sab_read.ReadPlan.take_grads])
+    to the parameters. A streaming backward reaches it once per segment and hands on that segment's share. A
     ``torch.autograd.grad`` that asks for other inputs only runs the steps, not this node: their
     shares stay in the buffer and reach the parameters with the sequence's next backward (as the
     memory's slot gradients do); start a new sequence in between.
@@ -183,12 +188,14 @@ class AttentionStep(torch.autograd.Function):
     ``h`` in it.
 
     Inputs: ``ĥ`` ``(B, H)``; ``link`` the memory's token (orders this step before the earlier
-    writes' backward and :class:`ParamGrads`, see :mod:`~bioplaus.nets.sab_memory`); ``plan``
-    the sequence's :class:`ReadPlan` (the memory, with at least ``R`` slots, δ, ε and the
-    scorer's parameters); ``R`` winners kept (``0``: uniform weights over every slot).
+    writes' backward and [`ParamGrads`][bioplaus.nets.sab_read.ParamGrads], see
+    [`sab_memory`][bioplaus.nets.sab_memory]); ``plan`` the sequence's [`ReadPlan`][bioplaus.nets.sab_read.ReadPlan]
+    (the memory, with at least ``R`` slots, δ, ε and the scorer's parameters); ``R`` winners kept (``0``: uniform
+    weights over every slot).
     Outputs: the new state ``h = ĥ + s`` ``(B, H)``, the readout's input ``out = [h; s]``
     ``(B, 2H)`` (``h`` twice, so that neither use needs a slicing node) and, if ``write``, the
-    new token (else ``None``). ``store.last_read`` keeps what logging needs (:func:`read_weights`).
+    new token (else ``None``). ``store.last_read`` keeps what logging needs
+    ([`read_weights`][bioplaus.nets.sab_read.read_weights]).
 
     The backward returns ``∂L/∂ĥ`` and adds the parameters' gradient into ``plan.grads``. A
     writing step's backward first adds the gradient its slot gathered from later reads (complete by
@@ -198,7 +205,7 @@ class AttentionStep(torch.autograd.Function):
 
     The C kernel runs where the plan has one and ``ĥ`` is contiguous, of the memory's dtype;
     otherwise the PyTorch path. The step saves (``save_for_backward``, so saved-tensor hooks such as
-    :class:`~bioplaus.analysis.graph_memory.SavedTensorMeter` count them) the read's
+    [`SavedTensorMeter`][bioplaus.analysis.graph_memory.SavedTensorMeter] count them) the read's
     ``state = [ĥ, w, Z]`` ``(B, H + R + 1)`` (the query ``q = W_q ĥ + b_q`` is recomputed, which halves
     what a step keeps) and the winners' slots ``idx`` ``(B, R)`` (int32 from the kernel; a uniform
     read saves neither), and, on the PyTorch path, the state it wrote. Modifying a scorer parameter in place between the
@@ -281,19 +288,21 @@ class AttentionStep(torch.autograd.Function):
 
 _apply_directly = super(torch.autograd.Function, AttentionStep).apply
 """``AttentionStep.apply`` without ``Function.apply``'s Python wrapper (≈ 3 µs a step), which only matters under
-functorch transforms (then :func:`attention_step` takes the wrapper)."""
+functorch transforms (then [`attention_step`][bioplaus.nets.sab_read.attention_step] takes the wrapper)."""
 
 
 def attention_step(
     h_hat: torch.Tensor, link: torch.Tensor | None, plan: ReadPlan, rank: int, write: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``(h, out, token)`` of one fused step (arguments and outputs as :class:`AttentionStep`'s).
+    """``(h, out, token)`` of one fused step (arguments and outputs as
+    [`AttentionStep`][bioplaus.nets.sab_read.AttentionStep]'s).
 
-    Where the plan has the C++ node (:attr:`ReadPlan.op`) and ``ĥ`` is a contiguous float32 tensor, the
-    step is that node: the same kernels, function and gradient as :class:`AttentionStep` on the kernel,
-    without its Python bookkeeping (≈ 35 µs a step at ``B = 32, H = 64``, a tenth of an LSTM step's
-    forward and backward). The memory's gradient buffer is allocated here, by the first step with grad
-    enabled, because that node's backward cannot call back into Python. Otherwise :class:`AttentionStep`.
+    Where the plan has the C++ node ([`ReadPlan.op`][bioplaus.nets.sab_read.ReadPlan.op]) and ``ĥ`` is a contiguous
+    float32 tensor, the step is that node: the same kernels, function and gradient as
+    [`AttentionStep`][bioplaus.nets.sab_read.AttentionStep] on the kernel, without its Python bookkeeping (≈ 35 µs a
+    step at ``B = 32, H = 64``, a tenth of an LSTM step's forward and backward). The memory's gradient buffer is
+    allocated here, by the first step with grad enabled, because that node's backward cannot call back into Python.
+    Otherwise [`AttentionStep`][bioplaus.nets.sab_read.AttentionStep].
     """
     if torch._C._are_functorch_transforms_active():
         return AttentionStep.apply(h_hat, link, plan, rank, write)
@@ -324,7 +333,7 @@ def read_weights(store: SlotStore, batch: int) -> torch.Tensor:
 def _forward(
     store: SlotStore, h_hat, w_q, b_q, v, n: int, R: int, shift: float, eps: float
 ) -> tuple[torch.Tensor | None, ...]:
-    """The PyTorch path of :meth:`AttentionStep.forward`: ``(h, out, state, idx)``, as the kernel."""
+    """The PyTorch path of `AttentionStep.forward`: ``(h, out, state, idx)``, as the kernel."""
     H = store.hidden
     state = idx = None
     if not R:

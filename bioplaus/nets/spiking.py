@@ -2,18 +2,20 @@ r"""Current-based LIF layers of SAN/PopSAN with pluggable thresholds, on snntorc
 
 The host neuron of SAN (Tang et al., IROS 2020) and PopSAN (Tang et al., CoRL 2020), used
 unchanged by BDETT (Ding et al., NeurIPS 2022), in discrete time without ``dt``
-(``shared/research/bdett.md`` §1.1):
+(the BDETT page of the documentation):
 
-.. math::
-
-    I[t] &= \alpha\, I[t-1] + W s_{\text{in}}[t] + b && \alpha = 1/2\\
-    V[t] &= \beta\, V[t-1]\,(1 - S[t-1]) + I[t] && \beta = 3/4\\
-    S[t] &= H\big(V[t] - \Theta[t]\big) && \text{strict } >
+$$
+\begin{aligned}
+I[t] &= \alpha\, I[t-1] + W s_{\text{in}}[t] + b && \alpha = 1/2\\
+V[t] &= \beta\, V[t-1]\,(1 - S[t-1]) + I[t] && \beta = 3/4\\
+S[t] &= H\big(V[t] - \Theta[t]\big) && \text{strict } >
+\end{aligned}
+$$
 
 The reset zeroes the *decayed* potential on the step after a spike (the new current is still
 added); this is snntorch's ``Leaky(reset_mechanism="zero")`` update with a synaptic current in
 front, not ``Synaptic("zero")`` (which also drops the new input). ``Θ`` comes from a
-:class:`~bioplaus.nets.thresholds.Threshold` (static, BDETT, ALIF, homeostatic). Unlike
+[`Threshold`][bioplaus.nets.thresholds.Threshold] (static, BDETT, ALIF, homeostatic). Unlike
 snntorch's ``Leaky``, the reset uses the stored spike ``S[t-1]`` rather than recomputing it from
 the *current* threshold, which would be wrong for a dynamic ``Θ``.
 
@@ -23,8 +25,9 @@ The spike nonlinearity is any snntorch surrogate (``snntorch.surrogate.atan()``,
 As in the official code the reset term ``(1 − S[t-1])`` stays in the graph and ``Θ`` does not.
 
 State (current, potential, previous spike, threshold memory) lives in the layer and is cleared
-by :meth:`SpikingLinear.reset` (or :func:`reset_spiking` on a whole model); there are no
-globals and no use of snntorch's global neuron list.
+by [`SpikingLinear.reset`][bioplaus.nets.spiking.SpikingLinear.reset] (or
+[`reset_spiking`][bioplaus.nets.spiking.reset_spiking] on a whole model); there are no globals and no use of snntorch's
+global neuron list.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class SpikingLinear(nn.Module):
         alpha: current decay ``α`` (``NEURON_CDECAY``).
         beta: potential decay ``β`` (``NEURON_VDECAY``).
         spike_grad: the spike function with its surrogate gradient (an snntorch surrogate);
-            default :func:`rectangular` ``(0.5)``.
+            default [`rectangular`][bioplaus.nets.spiking.rectangular] ``(0.5)``.
         bias: whether the synapse has a bias.
         **threshold_options: options of the named threshold (e.g. ``psi=4.0``, ``stats="batch"``).
 
@@ -119,12 +122,14 @@ class SpikingLinear(nn.Module):
 
 
 def spiking_layers(model: nn.Module) -> list[tuple[str, SpikingLinear]]:
-    """The :class:`SpikingLinear` layers of ``model`` with their qualified names, in registration order."""
+    """The [`SpikingLinear`][bioplaus.nets.spiking.SpikingLinear] layers of ``model`` with their qualified names, in
+    registration order."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, SpikingLinear)]
 
 
 def reset_spiking(model: nn.Module) -> None:
-    """Reset every :class:`SpikingLinear` in ``model`` (call at a trial or episode start)."""
+    """Reset every [`SpikingLinear`][bioplaus.nets.spiking.SpikingLinear] in ``model`` (call at a trial or episode
+    start)."""
     for _, layer in spiking_layers(model):
         layer.reset()
 

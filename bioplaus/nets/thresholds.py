@@ -1,4 +1,4 @@
-r"""Firing thresholds for :class:`~bioplaus.nets.spiking.SpikingLinear`: static, BDETT, ALIF, homeostatic.
+r"""Firing thresholds for [`SpikingLinear`][bioplaus.nets.spiking.SpikingLinear]: static, BDETT, ALIF, homeostatic.
 
 A threshold is a small module with explicit state. At every time step the layer calls
 
@@ -51,7 +51,7 @@ class Threshold(nn.Module):
 
 
 class StaticThreshold(Threshold):
-    r"""A constant threshold, :math:`\Theta \equiv \theta_0` (SAN/PopSAN: ``NEURON_VTH = 0.5``).
+    r"""A constant threshold, $\Theta \equiv \theta_0$ (SAN/PopSAN: ``NEURON_VTH = 0.5``).
 
     Args:
         theta: the threshold value.
@@ -86,17 +86,19 @@ class _BDETTMemory:
 class BDETT(Threshold):
     r"""Bioinspired Dynamic Energy-Temporal Threshold (Ding et al., NeurIPS 2022), as the official code runs it.
 
-    Per neuron ``i`` of a layer (``shared/research/bdett.md`` §1.3):
+    Per neuron ``i`` of a layer:
 
-    .. math::
-
-        R_i[t] &= a\,\exp\!\big(-(V_i[t] - V_i[t-1]) / C\big) + b
-            &&\text{(depolarization rate; } a = 1,\ b = -1,\ C = 3)\\
-        \Theta_i[t] &= \tfrac12 P_i[t-1] + \tfrac12 R_i[t] && P_i[-1] = 0.5\\
-        V_m[t] &= \operatorname{mean} V[t] - 0.2\,(\max V[t] - \min V[t])\\
-        V_\theta[t] &= \operatorname{mean} \Theta[t] - 0.2\,(\max \Theta[t] - \min \Theta[t])\\
-        P_i[t] &= \eta\,(V_i[t] - V_m[t]) + V_\theta[t]
-            + \ln\!\big(1 + e^{(V_i[t] - V_m[t]) / \psi}\big) && \eta = 0.01
+    $$
+    \begin{aligned}
+    R_i[t] &= a\,\exp\!\big(-(V_i[t] - V_i[t-1]) / C\big) + b
+        &&\text{(depolarization rate; } a = 1,\ b = -1,\ C = 3)\\
+    \Theta_i[t] &= \tfrac12 P_i[t-1] + \tfrac12 R_i[t] && P_i[-1] = 0.5\\
+    V_m[t] &= \operatorname{mean} V[t] - 0.2\,(\max V[t] - \min V[t])\\
+    V_\theta[t] &= \operatorname{mean} \Theta[t] - 0.2\,(\max \Theta[t] - \min \Theta[t])\\
+    P_i[t] &= \eta\,(V_i[t] - V_m[t]) + V_\theta[t]
+        + \ln\!\big(1 + e^{(V_i[t] - V_m[t]) / \psi}\big) && \eta = 0.01
+    \end{aligned}
+    $$
 
     ``P`` (the potential-tracking part, the paper's "energy" term in our reading) follows the
     layer's potential statistics; ``R`` (the paper's "temporal" term) falls with the rate of
@@ -111,15 +113,15 @@ class BDETT(Threshold):
     **Overflow.** Faithful BDETT has no guard: a large hyperpolarizing step (the post-spike reset
     of a large potential) makes ``R`` overflow, the layer's ``Θ`` range explodes and the next
     ``Θ`` turns hugely negative (everything fires). ``max_exponent`` (default ``None``: off) is a
-    documented *deviation* that clamps the exponent :math:`-\Delta V / C` from above; the faithful
+    documented *deviation* that clamps the exponent $-\Delta V / C$ from above; the faithful
     behaviour is the default and is never altered silently. The collapse is not a float overflow
     first: a post-spike ``R`` of a few hundred already drags ``V_θ`` far below zero. In the
-    note's toy layer (``bioplaus.analysis.homeostasis``) a clamp at 20 does not prevent it at
+    toy layer (``bioplaus.analysis.homeostasis``) a clamp at 20 does not prevent it at
     ×8 input, a clamp at 3 (``R ≤ e³ − 1``) does.
 
     **Backend.** The eager path is about twenty tensor operations per step, each costing more in
     PyTorch's dispatch than in arithmetic at PopSAN's sizes. ``backend="auto"`` (default) runs
-    float32 CPU tensors through a C kernel (:mod:`bioplaus.native.bdett`: the same formulas in one
+    float32 CPU tensors through a C kernel ([`bioplaus.native.bdett`][bioplaus.native.bdett]: the same formulas in one
     pass, compiled on first use; it agrees with the eager path to float32 rounding, including the
     faithful overflow to ``inf``) and everything else through PyTorch; ``"torch"`` always uses
     PyTorch (bit-for-bit the figures recorded before the kernel existed), and ``"native"`` insists
@@ -176,7 +178,7 @@ class BDETT(Threshold):
         return None if base is None else 2 * base - self.b
 
     def rate_term(self, v: torch.Tensor, v_prev: torch.Tensor) -> torch.Tensor:
-        r""":math:`R = a\,e^{-(V[t]-V[t-1])/C} + b` (exponent clamped only when ``max_exponent`` is set)."""
+        r"""$R = a\,e^{-(V[t]-V[t-1])/C} + b$ (exponent clamped only when ``max_exponent`` is set)."""
         return self._exp_rate(v, v_prev).mul_(self.a).add_(self.b)
 
     def _exp_rate(self, v: torch.Tensor, v_prev: torch.Tensor) -> torch.Tensor:
@@ -280,15 +282,15 @@ class BDETT(Threshold):
 class AdaptiveThreshold(Threshold):
     r"""Spike-triggered threshold adaptation of ALIF neurons (Bellec et al., NeurIPS 2018, LSNN).
 
-    .. math::
-
-        \Theta_i[t] = \theta_0 + \beta\, a_i[t], \qquad
-        a_i[t+1] = \rho\, a_i[t] + (1 - \rho)\, S_i[t], \qquad \rho = e^{-1/\tau_a}
+    $$
+    \Theta_i[t] = \theta_0 + \beta\, a_i[t], \qquad
+    a_i[t+1] = \rho\, a_i[t] + (1 - \rho)\, S_i[t], \qquad \rho = e^{-1/\tau_a}
+    $$
 
     with ``a[0] = 0``. Bellec et al. use ``β = 1.8``; ``τ_a`` is given here in time steps of
     the host neuron (their 200 ms–seconds adaptation spans episodes of hundreds of 1 ms steps;
     PopSAN runs 5 steps per action, so the default 20 steps is our choice). ``a`` is per
-    sample and neuron and cleared by :meth:`reset`.
+    sample and neuron and cleared by `reset`.
 
     Args:
         theta0: baseline threshold ``θ_0``.
@@ -323,19 +325,19 @@ class AdaptiveThreshold(Threshold):
 class HomeostaticThreshold(Threshold):
     r"""Homeostatic adaptive threshold of Diehl & Cook (2015, Front. Comput. Neurosci. 9:99).
 
-    .. math::
+    $$
+    \Theta_i[t] = \theta_0 + \vartheta_i, \qquad
+    \vartheta_i \leftarrow \vartheta_i\, e^{-1/\tau_\vartheta} + \vartheta_+ \,\bar S_i[t]
+    $$
 
-        \Theta_i[t] = \theta_0 + \vartheta_i, \qquad
-        \vartheta_i \leftarrow \vartheta_i\, e^{-1/\tau_\vartheta} + \vartheta_+ \,\bar S_i[t]
-
-    where :math:`\bar S_i` is neuron ``i``'s spike averaged over the batch: ``ϑ`` is a property
+    where $\bar S_i$ is neuron ``i``'s spike averaged over the batch: ``ϑ`` is a property
     of the neuron, shared by all samples, that grows with every spike and decays very slowly
     (Diehl & Cook: ``ϑ_+ = 0.05`` mV on a 13 mV threshold gap, ``τ = 10⁷`` ms). Because it is a
-    long-term homeostatic variable, :meth:`reset` (episode start) keeps it; :meth:`clear` zeros
-    it. It is not saved in ``state_dict`` (its size is set by the first input). Diehl & Cook
-    adapt ``ϑ`` during training and freeze it for testing: set ``adapt=False`` for that; the
-    default adapts online, also at evaluation, which is how it acts as a drop-in homeostatic
-    threshold in a trained network.
+    long-term homeostatic variable, `reset` (episode start) keeps it;
+    [`clear`][bioplaus.nets.thresholds.HomeostaticThreshold.clear] zeros it. It is not saved in ``state_dict`` (its
+    size is set by the first input). Diehl & Cook adapt ``ϑ`` during training and freeze it for testing: set
+    ``adapt=False`` for that; the default adapts online, also at evaluation, which is how it acts as a drop-in
+    homeostatic threshold in a trained network.
 
     Args:
         theta0: baseline threshold ``θ_0``.

@@ -7,14 +7,14 @@ connected ``(batch, K, units)``, convolutional ``(batch, K, channels, height, wi
   ``h_{i,k} = Σ_j W_{i,k,j} x_j + b_{i,k}`` — the official code's block-diagonal input expansion
   without the K-fold wasted FLOPs (one ``(K·out) × n₀`` product instead of ``K × (K·n₀)``).
 * **Later layers**: scalar weights shared by the K components, ``h_i = Σ_j W_ij r_j + b_i`` with
-  K-vector biases; the K axis is folded into the batch for convolutions (``shared/research/gevb.md`` §1.1–1.5).
+  K-vector biases; the K axis is folded into the batch for convolutions.
 * **Gate**: ``r_i = H(t_i · h_i) h_i`` with fixed ±1 vectors ``t_i`` in opposite-sign pairs
-  (``t_{2m+1} = −t_{2m}``), ties active, computed from the detached ``h`` (§1.3); one ``t`` per
+  (``t_{2m+1} = −t_{2m}``), ties active, computed from the detached ``h``; one ``t`` per
   channel in conv layers, shared over positions.
-* **Readout**: one vector unit whose K components are the logits, no gate (§1.4).
+* **Readout**: one vector unit whose K components are the logits, no gate.
 * **Nonnegativity**: every weight past the first layer is projected to ``W ≥ 0`` after each
-  optimizer step (``layer.nonnegative``; §1.7); biases and the first layer stay free.
-* **Init**: ON/OFF for nonnegative nets, He for mixed ones (§1.6; ``bioplaus.nets.init``).
+  optimizer step (``layer.nonnegative``); biases and the first layer stay free.
+* **Init**: ON/OFF for nonnegative nets, He for mixed ones (``bioplaus.nets.init``).
 """
 
 from __future__ import annotations
@@ -159,12 +159,14 @@ class VectorLayer(Layer):
     r"""A vectorized weight layer, optionally followed by the paired gate ``r = H(t·h) h``.
 
     The weight op is a core op (linear, conv, locally connected) lifted to K components:
-    :class:`SharedOp` for layers past the first (scalar weights), :class:`InputOp` for the first
-    (a separate weight per component). ``credit_grads`` turns a per-unit scalar credit into the
-    weight and bias gradients without ever forming per-synapse K-vectors (gevb.md §2.2):
+    [`SharedOp`][bioplaus.nets.vnn.SharedOp] for layers past the first (scalar weights),
+    [`InputOp`][bioplaus.nets.vnn.InputOp] for the first (a separate weight per component). ``credit_grads`` turns a
+    per-unit scalar credit into the weight and bias gradients without ever forming per-synapse K-vectors:
 
-    .. math::  \frac{\partial L}{\partial W_{ij}} = \sum_b c_{b,i}\,(e_b \cdot r_{b,j}), \qquad
-               \frac{\partial L}{\partial b_{i}} = \sum_b c_{b,i}\, e_b
+    $$
+    \frac{\partial L}{\partial W_{ij}} = \sum_b c_{b,i}\,(e_b \cdot r_{b,j}), \qquad
+    \frac{\partial L}{\partial b_{i}} = \sum_b c_{b,i}\, e_b
+    $$
 
     with ``c = δ`` (exact scalar credit) for BP and ``c = G`` (the gate) for GEVB.
     """
@@ -325,7 +327,7 @@ class VNN(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Draw the weights (ON/OFF or He, √K-scaled first layer) and zero the biases (gevb.md §1.6)."""
+        """Draw the weights (ON/OFF or He, √K-scaled first layer) and zero the biases."""
         weights = [m for m in self.layers if isinstance(m, VectorLayer)]
         for i, layer in enumerate(weights):
             w = layer.weight
@@ -361,7 +363,7 @@ def build_vnn(spec: TaskSpec, kind: str, architecture: Architecture, nonnegative
     Args:
         spec: the task's input shape and number of classes K.
         kind: ``"fc"``, ``"conv"`` or ``"lc"`` (the kind of the stages).
-        architecture: stages and FC widths (see :mod:`bioplaus.nets.gevb_architectures`).
+        architecture: stages and FC widths (see [`bioplaus.nets.gevb_architectures`][bioplaus.nets.gevb_architectures]).
         nonnegative: constrain every weight past the first layer to be ≥ 0.
         init: ``"onoff"``, ``"he"`` or ``"auto"``.
     """

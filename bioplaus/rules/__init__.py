@@ -5,7 +5,7 @@
 ['bp', 'dfa', 'fa']
 >>> rule = bioplaus.rules.get("dfa", low=0.0)   # doctest: +SKIP
 
-A new rule is a :class:`~bioplaus.core.Rule` subclass registered with ``@register("name")``;
+A new rule is a [`Rule`][bioplaus.core.rule.Rule] subclass registered with ``@register("name")``;
 it then works in ``compare``, the CLI, configs and notebooks.
 """
 

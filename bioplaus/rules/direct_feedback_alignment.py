@@ -16,13 +16,14 @@ class DirectFeedbackAlignment(Rule):
 
     Nøkland (2016), "Direct feedback alignment provides learning in deep neural networks",
     NeurIPS. Configured as in the GEVB paper's baseline (Clark, Abbott & Chung, NeurIPS 2021,
-    ``dfa_util.py``; see ``shared/research/gevb.md`` §3): one fixed matrix
+    ``dfa_util.py``): one fixed matrix
     ``B ∈ R^{n_out × max_ℓ n_ℓ}``, entries ``U[low, high]`` (default ``U[−1, 1]``), no
     normalisation; hidden layer ℓ with ``n_ℓ`` output values per example (``C·H·W`` for conv)
     uses its first ``n_ℓ`` columns. With ``e = ∂L/∂y`` (batch-mean loss, so ``e`` carries 1/B):
 
-    .. math::
-        δ_ℓ = f'(a_ℓ) ⊙ (e\, B_{[:, :n_ℓ]}), \qquad ΔW_ℓ ∝ -δ_ℓ\, h_{ℓ-1}^{⊤}
+    $$
+    δ_ℓ = f'(a_ℓ) ⊙ (e\, B_{[:, :n_ℓ]}), \qquad ΔW_ℓ ∝ -δ_ℓ\, h_{ℓ-1}^{⊤}
+    $$
 
     The output layer (the model's last bioplaus layer) gets its true gradient. Implementation:
     every layer's input is detached, so each layer's graph is local; the error ``e B`` is
@@ -30,8 +31,9 @@ class DirectFeedbackAlignment(Rule):
     ``torch.autograd.backward`` call computes all weight gradients. No error crosses layers,
     and no input gradients are computed, so a DFA step is cheaper than a BP step.
     ``B`` is drawn at the first update, when the layer widths are known (as in the official code),
-    and kept in the rule's :attr:`~bioplaus.core.Rule.state` (buffer ``matrix``, also
-    :attr:`matrix`); a ``feedback`` argument is copied into the state and never replaced.
+    and kept in the rule's [`state`][bioplaus.core.rule.Rule.state] (buffer ``matrix``, also
+    [`matrix`][bioplaus.rules.direct_feedback_alignment.DirectFeedbackAlignment.matrix]); a ``feedback`` argument is
+    copied into the state and never replaced.
 
     Args:
         low: lower bound of the uniform feedback entries (``0.0`` gives the paper's "DFA+").

@@ -1,27 +1,28 @@
 r"""Distributed TD errors ("Artificial Dopamine", Guan et al., NeurIPS 2024).
 
-Every cell :math:`l` of the model predicts its own Q-values and learns only from its own
-double-DQN TD error (``shared/research/artificial_dopamine.md`` §2.1):
+Every cell $l$ of the model predicts its own Q-values and learns only from its own
+double-DQN TD error:
 
-.. math::
-    y_l = r + \gamma (1 - \text{term})\, Q_l\big(s', \arg\max_a Q_l(s', a; \theta_l); \theta_l^-\big),
-    \qquad L_l = \operatorname{mean}_{\text{batch}} \big(Q_l(s, a; \theta_l) - y_l\big)^2 .
+$$
+y_l = r + \gamma (1 - \text{term})\, Q_l\big(s', \arg\max_a Q_l(s', a; \theta_l); \theta_l^-\big),
+\qquad L_l = \operatorname{mean}_{\text{batch}} \big(Q_l(s, a; \theta_l) - y_l\big)^2 .
+$$
 
-The task computes the per-layer losses :math:`L_l` (``ctx.signals["layer_losses"]``, shape
+The task computes the per-layer losses $L_l$ (``ctx.signals["layer_losses"]``, shape
 ``(L,)``) and their sum ``ctx.loss``. What makes the errors *distributed* is the rule, not the
-task: on :meth:`~DistributedTD.attach` it asks every weight layer of every cell to detach its
-input, so no error crosses from cell :math:`l` into the cells below it, and the task computes the
-temporal context without gradient. Then one backward pass of :math:`\sum_l L_l` writes exactly
-:math:`\partial L_l / \partial \theta_l` into cell :math:`l` (:math:`\partial L_i/\partial\theta_j
-= 0` for :math:`j \ne i`; pitfall P2). The same model under ``bp`` (nothing detached) gets
-:math:`\sum_l \partial L_l/\partial\theta` through the cells below: the paper-fair control.
+task: on [`attach`][bioplaus.rules.distributed_td.DistributedTD.attach] it asks every weight layer of every cell to
+detach its input, so no error crosses from cell $l$ into the cells below it, and the task computes the
+temporal context without gradient. Then one backward pass of $\sum_l L_l$ writes exactly
+$\partial L_l / \partial \theta_l$ into cell $l$ ($\partial L_i/\partial\theta_j
+= 0$ for $j \ne i$). The same model under ``bp`` (nothing detached) gets
+$\sum_l \partial L_l/\partial\theta$ through the cells below: the paper-fair control.
 
-Per-layer optimisation (pitfall P1): the gradient of each cell is clipped to global norm
+Per-layer optimisation: the gradient of each cell is clipped to global norm
 ``clip`` *over that cell's parameters only* (the official ``optax.clip_by_global_norm(1.0)``
 per layer), here on the gradients the rule writes. Adam keeps its state per parameter, so one
 ``torch.optim.Adam`` over all cells equals the official one optimiser per layer once the
-clipping is per cell; :meth:`~DistributedTD.param_groups` still returns one group per cell, so
-per-layer learning rates can be set.
+clipping is per cell; [`param_groups`][bioplaus.rules.distributed_td.DistributedTD.param_groups] still returns one
+group per cell, so per-layer learning rates can be set.
 """
 
 from __future__ import annotations

@@ -2,28 +2,28 @@ r"""Online learning rules for the feedback-controlled rate RNN (Kaleb, Feulner, 
 
 Every rule learns ``W_rec`` only (the other weights are frozen while it is attached) at every
 time step, from the error ``e_t`` the task passes in ``ctx.signals["feedback_error"]`` (target
-minus output, so ``+η(B e_t)·trace`` descends the loss: pitfall P1). The rules write
+minus output, so ``+η(B e_t)·trace`` descends the loss). The rules write
 ``p.grad = −Δ_t`` (descent sign); an optimizer stepping after every step with learning rate
-``η`` gives the official ``W_rec ← W_rec + η Δ_t``. Equations from ``shared/research/feedback_rnn.md``
-§3 (official ``modules/learn_alg.py``), with ``α = dt/τ``, ``φ' = 1[x > 0]``:
+``η`` gives the official ``W_rec ← W_rec + η Δ_t``. Equations as the official
+``modules/learn_alg.py`` computes them, with ``α = dt/τ``, ``φ' = 1[x > 0]``:
 
 - ``rflo`` (random-feedback local online learning, Murray 2019, as used by Kaleb et al.):
-  :math:`P_t = (1-\alpha) P_{t-1} + \alpha\, \varphi'(x_t)\, r_{t-1}^\top`,
-  :math:`\Delta_t[i,j] = (B e_t)_i\, P_t[i,j]`. This is the correct per-entry form; the released
-  ``RFLO_t`` multiplies by the trace's first row broadcast to every unit (pitfall P7).
+  $P_t = (1-\alpha) P_{t-1} + \alpha\, \varphi'(x_t)\, r_{t-1}^\top$,
+  $\Delta_t[i,j] = (B e_t)_i\, P_t[i,j]$. This is the correct per-entry form; the released
+  ``RFLO_t`` multiplies by the trace's first row broadcast to every unit.
 - ``fed`` (feedback-driven, filtered presynaptic rates, no postsynaptic factor):
-  :math:`\bar p_t = (1-\alpha)\bar p_{t-1} + \alpha r_t` (:math:`\bar p_0 = \alpha r_0`),
-  :math:`\Delta_t = (B e_t)\,\bar p_t^\top`.
+  $\bar p_t = (1-\alpha)\bar p_{t-1} + \alpha r_t$ ($\bar p_0 = \alpha r_0$),
+  $\Delta_t = (B e_t)\,\bar p_t^\top$.
 - ``B``: ``feedback="W_fb"`` is the controller's own feedback weights ``M ⊙ W_fb``, so ``B e_t``
   is the feedback input the units receive (the official rules use the unmasked ``W_fb``; the two
-  agree for ``fb_density = 1``, pitfall P14); ``feedback="W_out"`` is ``W_outᵀ`` (the official
+  agree for ``fb_density = 1``); ``feedback="W_out"`` is ``W_outᵀ`` (the official
   ``_t`` variants, for nets without a controller).
-- ``online_bptt`` (the reference, official ``'bp'``): :math:`\Delta_t = -\partial L_t/\partial W_{rec}`
-  with :math:`L_t = \mathrm{mean}_k\, e_{t,k}^2` per trial, through the whole history back to
+- ``online_bptt`` (the reference, official ``'bp'``): $\Delta_t = -\partial L_t/\partial W_{rec}$
+  with $L_t = \mathrm{mean}_k\, e_{t,k}^2$ per trial, through the whole history back to
   the trial start, with the controller loop **detached** (the fed-back error is an external
-  input, official ``error_detach=True``; pitfall P5). Because the error is integrated, ``L_t``
+  input, official ``error_detach=True``). Because the error is integrated, ``L_t``
   still depends on every earlier output. Each step's Jacobian uses the weights of that step
-  (pitfall P8).
+ .
 
 The trace and filtered rates have one entry per trial, so a batch of trials of a model split
 into conditions (``RateRNN.split_conditions``) learns every condition's ``W_rec`` in one pass;
@@ -46,8 +46,8 @@ FEEDBACK = ("W_fb", "W_out")
 
 
 class FeedbackControlRule(Rule):
-    """Base of the online rules of :mod:`bioplaus.rules.feedback_control`: ``W_rec`` only, loop detached
-    (the updates come from recorded rates and errors, so no autograd graph is needed)."""
+    """Base of the online rules of [`bioplaus.rules.feedback_control`][bioplaus.rules.feedback_control]: ``W_rec``
+    only, loop detached (the updates come from recorded rates and errors, so no autograd graph is needed)."""
 
     online = True
     needs_graph: ClassVar[bool] = False
@@ -171,13 +171,14 @@ class OnlineBPTT(FeedbackControlRule):
     graph, so the task runs the trial without one): with ``b_t = ∂L_t/∂r_s`` the direct term
     (the same for every ``s ≤ t`` for a position error, ``s = t`` only for a velocity error),
 
-    .. math::
-        \delta_t = D_t b_t, \qquad
-        \delta_s = D_s \big(b_t + \alpha W_{s+1}^\top \delta_{s+1}\big) + (1-\alpha)\, \delta_{s+1},
-        \qquad \frac{\partial L_t}{\partial W_{rec}} = \alpha \sum_{s \le t} \delta_s r_{s-1}^\top
+    $$
+    \delta_t = D_t b_t, \qquad
+    \delta_s = D_s \big(b_t + \alpha W_{s+1}^\top \delta_{s+1}\big) + (1-\alpha)\, \delta_{s+1},
+    \qquad \frac{\partial L_t}{\partial W_{rec}} = \alpha \sum_{s \le t} \delta_s r_{s-1}^\top
+    $$
 
     with ``D_s = diag φ'(x_s)`` and ``W_s`` the weights used at step ``s`` (stored per step: the
-    exact gradient under online updates, pitfall P8). The official code lets autograd reuse the
+    exact gradient under online updates). The official code lets autograd reuse the
     current weights for the whole history. Cost ``O(t n²)`` per step; tested against an autograd
     unroll.
     """

@@ -1,26 +1,30 @@
 r"""Global error-vector broadcasting (GEVB) and exact scalar-credit BP for vectorized nonnegative networks.
 
 Clark, Abbott & Chung (2021), "Credit Assignment Through Broadcasting a Global Error Vector",
-NeurIPS; equations and the official code's layout in ``shared/research/gevb.md`` (§2). In a VNN
+NeurIPS; equations and the official code's layout in the GEVB page of the documentation. In a VNN
 with the gates fixed, ``∂h^L/∂h^ℓ_i = δ^ℓ_i I_K`` with a *scalar* credit per unit,
 
-.. math::  δ^L = 1, \qquad δ^ℓ_i = G^ℓ_i \sum_m W^{ℓ+1}_{mi}\, δ^{ℓ+1}_m ,
+$$
+δ^L = 1, \qquad δ^ℓ_i = G^ℓ_i \sum_m W^{ℓ+1}_{mi}\, δ^{ℓ+1}_m ,
+$$
 
 so with the output error ``e = ∂L/∂h^L = softmax − onehot`` (per example, ÷B for a mean loss)
 
-.. math::  \frac{∂L}{∂W^ℓ_{ij}} = δ^ℓ_i\,(e · r^{ℓ-1}_j), \qquad \frac{∂L}{∂b^ℓ_i} = δ^ℓ_i\, e .
+$$
+\frac{∂L}{∂W^ℓ_{ij}} = δ^ℓ_i\,(e · r^{ℓ-1}_j), \qquad \frac{∂L}{∂b^ℓ_i} = δ^ℓ_i\, e .
+$$
 
 **GEVB** replaces ``δ^ℓ_i`` by the postsynaptic gate ``G^ℓ_i ∈ \{0, 1\}``: a three-factor rule,
 presynaptic ``e · r_j``, postsynaptic "active or not", global ``e``; the readout gets its exact
 gradient (``δ^L = 1``). In a nonnegative VNN ``δ^ℓ_i ≥ 0`` and ``δ^ℓ_i = 0`` whenever
-``G^ℓ_i = 0``, so each example's GEVB update is sign-matched to the gradient (§2.3).
+``G^ℓ_i = 0``, so each example's GEVB update is sign-matched to the gradient.
 
-Both rules compute "project ``e · r`` first, then one ordinary weight gradient" per layer (§2.2,
+Both rules compute "project ``e · r`` first, then one ordinary weight gradient" per layer (
 item 10): no per-synapse K-vectors, no K-fold backward. ``scalar_bp`` propagates δ through a
 scalar "shadow" of the network (the same weights, gates fixed, 1/K of the vector cost) — the
 official code's hand-written BP, which it checks against autograd; here it is tested against
 autograd to float64 precision. bioplaus follows the official code where the paper text was not
-available (the note says which); departures: the first layer holds ``K × n₀`` weights instead of
+available; departures: the first layer holds ``K × n₀`` weights instead of
 multiplying a block-diagonal expanded input (same function, K× fewer FLOPs).
 """
 
@@ -79,7 +83,7 @@ class ScalarCreditRule(Rule):
 class GEVB(ScalarCreditRule):
     r"""GEVB: ``ΔW^ℓ_{ij} ∝ −G^ℓ_i (e · r^{ℓ−1}_j)``, ``Δb^ℓ_i ∝ −G^ℓ_i e``; readout exact.
 
-    Clark, Abbott & Chung (NeurIPS 2021), gevb.md §2.2. No feedback weights and no backward
+    Clark, Abbott & Chung (NeurIPS 2021). No feedback weights and no backward
     pass: the credit of a hidden unit is its own gate (the mask of the nonlinearity right after
     its weight layer, computed from the pre-gate ``h`` with its bias).
     """

@@ -1,14 +1,14 @@
 r"""Temporal credit assignment: full and truncated backpropagation through time.
 
 These rules do not compute gradients of their own: they *configure* how the model's recurrent
-layers keep their graph (DESIGN.md, contract point 2), and autograd does the rest.
+layers keep their graph, and autograd does the rest.
 
 - ``bptt``: the carried state keeps its whole graph; the gradient is exact,
-  :math:`\partial L/\partial\theta = \sum_t \sum_{s \le t} \partial L_t/\partial h_t \,
-  \prod_{r=s+1}^{t} \partial h_r/\partial h_{r-1}\, \partial h_s/\partial\theta`.
+  $\partial L/\partial\theta = \sum_t \sum_{s \le t} \partial L_t/\partial h_t \,
+  \prod_{r=s+1}^{t} \partial h_r/\partial h_{r-1}\, \partial h_s/\partial\theta$.
 - ``tbptt(k_trunc)``: the state is detached before every step ``t > 0`` with
   ``t mod k_trunc = 0`` (Williams & Peng, 1990; the truncation grid of Ke et al. 2018's
-  reference re-implementation, ``shared/research/sab.md`` §5.1 pitfall 9), so the product above
+  reference re-implementation), so the product above
   stops at the start of step ``t``'s segment. ``tbptt(k)`` with ``k ≥ T`` detaches nothing and
   is ``bptt`` exactly. Paths that bypass the carried state keep their gradient: in a sparse
   attentive backtracking model (``sab_lstm``), credit still reaches stored memories through the
@@ -79,8 +79,8 @@ class BPTT(TBPTT):
 class StreamingTBPTT(TBPTT):
     r"""``tbptt(k_trunc)`` computed online: each segment's losses are back-propagated when the segment ends.
 
-    With :math:`L = \sum_j L^{(j)}`, :math:`L^{(j)}` the losses of segment ``j``, the rule calls
-    ``backward`` on :math:`L^{(j)}` at the segment's last step (``(t+1) mod k_trunc = 0``) or at the
+    With $L = \sum_j L^{(j)}$, $L^{(j)}$ the losses of segment ``j``, the rule calls
+    ``backward`` on $L^{(j)}$ at the segment's last step (``(t+1) mod k_trunc = 0``) or at the
     sequence end, keeping the graph (``retain_graph``) because later segments may still reach
     into it through stored memories. By linearity the accumulated ``p.grad`` equals
     ``tbptt(k_trunc)``'s single backward (up to floating-point summation order). Memory is the
@@ -89,7 +89,7 @@ class StreamingTBPTT(TBPTT):
     for ``sab_lstm`` instead of ``T``.
 
     Stored states that later segments read (SAB's memory: modules that are
-    :class:`~bioplaus.core.recurrent.StoredStates`) are switched to deferred credit: segment
+    [`StoredStates`][bioplaus.core.recurrent.StoredStates]) are switched to deferred credit: segment
     backwards stop at them, and their gathered gradients go through their own graphs once, newest
     first, at the sequence end, so no node is walked more often than in a single backward.
 

@@ -1,9 +1,9 @@
 """Run checkpoints: everything a run needs to go on exactly where it stopped.
 
 After every epoch a run with a checkpoint path writes one file holding the model's weights, the
-rule's state (:attr:`~bioplaus.core.Rule.state`: feedback matrices, traces), the optimizer's
+rule's state ([`state`][bioplaus.core.rule.Rule.state]: feedback matrices, traces), the optimizer's
 state, the random states (torch's global generator and the run's own), the task's per-run state
-(:meth:`~bioplaus.tasks.Task.state_dict`: an environment, a replay buffer), the rows logged so
+([`state_dict`][bioplaus.tasks.base.Task.state_dict]: an environment, a replay buffer), the rows logged so
 far and where the run is (epoch, optimizer steps). Resuming from it and training the remaining
 epochs gives the same numbers, bit for bit, as training straight through (tested for ``fa``,
 ``dfa``, ``rflo`` and ``distributed_td``).
@@ -36,7 +36,7 @@ MODEL_FORMAT = "bioplaus-model/1"
 
 @dataclass
 class RunState:
-    """Where a run is: what :func:`save_run` writes besides the modules.
+    """Where a run is: what [`save_run`][bioplaus.runner.checkpoint.save_run] writes besides the modules.
 
     Attributes:
         epoch: epochs trained.
@@ -113,7 +113,8 @@ def save_run(path: str | Path, run: RunObjects, state: RunState, config: dict[st
 
 
 def load_run(path: str | Path, run: RunObjects) -> RunState:
-    """Restore a run saved by :func:`save_run` into freshly built (and attached) objects; returns where it was."""
+    """Restore a run saved by [`save_run`][bioplaus.runner.checkpoint.save_run] into freshly built (and attached)
+    objects; returns where it was."""
     saved = read(path)
     run.model.load_state_dict(saved["model"])
     run.rule.load_state_dict(saved["rule"])

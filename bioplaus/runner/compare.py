@@ -116,7 +116,7 @@ def train_run(
         seed: the run's seed.
         cfg: the run's settings (optimizer, epochs, alignment, device).
         on_epoch: called with the evaluation after every epoch.
-        checkpoint: write the run's checkpoint here after every epoch (:mod:`.checkpoint`).
+        checkpoint: write the run's checkpoint here after every epoch ([`checkpoint`][bioplaus.runner.checkpoint]).
         resume: go on from ``checkpoint`` if it exists (a finished run is not trained again).
     """
     torch.manual_seed(seed)
@@ -242,9 +242,9 @@ def compare(
 
     Args:
         model: registered model name, or a factory ``spec -> nn.Module``.
-        rules: rule names and/or :class:`~bioplaus.core.Rule` instances (copied per run), or a
+        rules: rule names and/or [`Rule`][bioplaus.core.rule.Rule] instances (copied per run), or a
             dict ``label -> rule`` to tell apart variants of one rule.
-        task: registered task name, or a :class:`~bioplaus.tasks.Task`.
+        task: registered task name, or a [`Task`][bioplaus.tasks.base.Task].
         seeds: a number of seeds (``0 … n-1``) or a list of seeds.
         epochs: training epochs per run.
         batch_size: examples per update (for tasks given by name).
@@ -266,12 +266,12 @@ def compare(
         progress: show a tqdm progress bar.
         checkpoint: after every epoch, write each run's checkpoint to
             ``out/checkpoints/<label>-seed<seed>.pt`` and its trained model to ``….model.pt``
-            (:mod:`bioplaus.runner.checkpoint`; needs ``out``).
+            ([`bioplaus.runner.checkpoint`][bioplaus.runner.checkpoint]; needs ``out``).
         resume: go on from the checkpoints in ``out/checkpoints`` where they exist: a finished run
             is not trained again, an interrupted one continues from its last epoch, bit for bit.
 
     Returns:
-        A :class:`~bioplaus.runner.result.Comparison` with ``.table``, ``.summary``, ``.runs``, ``.plot()``.
+        A [`Comparison`][bioplaus.runner.result.Comparison] with ``.table``, ``.summary``, ``.runs``, ``.plot()``.
     """
     raw: dict[str, Any] = {
         "seeds": seeds if isinstance(seeds, int) else list(seeds),
@@ -378,7 +378,8 @@ def run_config(
     checkpoint: bool = False,
     resume: bool = False,
 ) -> Comparison:
-    """Run the comparison a validated :class:`RunConfig` describes (what ``bioplaus run`` does)."""
+    """Run the comparison a validated [`RunConfig`][bioplaus.runner.config.RunConfig] describes (what ``bioplaus run``
+    does)."""
     return compare(
         model=cfg.model,
         rules=cfg.rules,

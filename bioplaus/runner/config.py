@@ -1,7 +1,7 @@
 """Run configuration: the keys of a TOML config, ``--set key=value`` overrides, and their validation.
 
 Every key is checked before anything runs; a bad one raises
-:class:`~bioplaus.errors.ConfigError` with a message that names the key and what is allowed.
+`ConfigError` with a message that names the key and what is allowed.
 """
 
 from __future__ import annotations

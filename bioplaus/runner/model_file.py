@@ -1,8 +1,8 @@
 """Models from a Python file: ``bioplaus compare --model-file mynet.py:make_net``.
 
-:func:`register_model_file` imports the file, wraps the function so the model it returns goes
-through :func:`~bioplaus.core.convert`, and registers the wrapper in the model registry, where
-:func:`~bioplaus.runner.compare` and configs find it by name like a built-in model.
+`register_model_file` imports the file, wraps the function so the model it returns goes
+through `convert`, and registers the wrapper in the model registry, where
+[`compare`][bioplaus.runner.compare] and configs find it by name like a built-in model.
 """
 
 from __future__ import annotations
@@ -58,10 +58,10 @@ def register_model_file(spec_text: str) -> str:
 
     The file is imported as a module of its own (its folder is not put on ``sys.path``), and
     ``FUNCTION`` (a function or a class) is called with the task's
-    :class:`~bioplaus.core.TaskSpec` (``.input_shape``, ``.n_out``) if its first parameter is
+    [`TaskSpec`][bioplaus.core.spec.TaskSpec] (``.input_shape``, ``.n_out``) if its first parameter is
     called ``spec`` or has no default, else with no argument; any other parameters are model
     options (``--set model_options.width=32``). The plain torch model it returns is passed
-    through :func:`~bioplaus.core.convert`, so every layer-generic rule can train it.
+    through `convert`, so every layer-generic rule can train it.
 
     The name is ``file:FILENAME:FUNCTION`` (``file:mynet.py:make_net``), which no built-in
     model has. Registering the same name again (the same file, say, after an edit) imports
@@ -73,7 +73,7 @@ def register_model_file(spec_text: str) -> str:
 
     Returns:
         The model's name in the registry, to pass as ``model=`` to
-        :func:`~bioplaus.runner.compare` or as ``model`` in a config.
+        [`compare`][bioplaus.runner.compare] or as ``model`` in a config.
 
     Raises:
         ConfigError: for text without ``:``, a missing file, a file that raises on import, or a

@@ -1,15 +1,15 @@
-"""The feedback-controlled rate RNN experiments as ordinary runs of :func:`~bioplaus.runner.compare`.
+"""The feedback-controlled rate RNN experiments as ordinary runs of [`compare`][bioplaus.runner.compare].
 
-- :func:`pretrain`: the registered ``reaching`` task with rule ``bp`` (BPTT through the closed
-  loop on random reaches; Adam, the official regularisers, global clip 0.2), with or without a
+- [`pretrain`][bioplaus.runner.motor.pretrain]: the registered ``reaching`` task with rule ``bp`` (BPTT through the
+  closed loop on random reaches; Adam, the official regularisers, global clip 0.2), with or without a
   controller.
-- :func:`adapt`: the registered ``reach-adaptation-grid`` task
-  (:class:`~bioplaus.tasks.motor_training.AdaptationGrid`) with an online rule, starting from a
+- [`adapt`][bioplaus.runner.motor.adapt]: the registered ``reach-adaptation-grid`` task
+  ([`AdaptationGrid`][bioplaus.tasks.motor_training.AdaptationGrid]) with an online rule, starting from a
   saved pre-trained network: several conditions (learning rate × control on/off) in one run.
 
 Both are one call of ``compare``; what they add is the trained model, which ``compare`` does not
 return (it keeps only metrics, and model files where ``checkpoint=True``). They build it with
-:class:`KeptModel`, a model factory that keeps what it built, so no folder is needed.
+[`KeptModel`][bioplaus.runner.motor.KeptModel], a model factory that keeps what it built, so no folder is needed.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class KeptModel:
 
     Builds the registered model ``source`` with ``options``, or, when ``source`` is a module, a
     fresh copy of it (the module itself is never trained). After ``compare`` returns,
-    :attr:`model` is the model of the run that trained last (a comparison of one rule and one
+    `model` is the model of the run that trained last (a comparison of one rule and one
     seed: its trained model).
     """
 
@@ -70,8 +70,8 @@ class Pretrained:
     """A pre-trained network and the run that trained it.
 
     Attributes:
-        model: the trained :class:`~bioplaus.nets.rate_rnn.RateRNN`.
-        comparison: the run's :class:`~bioplaus.runner.result.Comparison` (tidy table, run record).
+        model: the trained [`RateRNN`][bioplaus.nets.rate_rnn.RateRNN].
+        comparison: the run's [`Comparison`][bioplaus.runner.result.Comparison] (tidy table, run record).
         log_every: iterations per epoch (between evaluations).
     """
 
@@ -111,7 +111,7 @@ def pretrain(
     The ``reaching`` task with rule ``bp`` for ``iterations // log_every`` epochs of ``log_every``
     batches of ``batch_size`` trials, Adam with ``lr`` (``λ_w = 10⁻³`` non-squared norms,
     ``λ_r = 2·10⁻³``, global clip 0.2, as the official ``setup_OFC_network.py``, which uses batch
-    256 and 5000 iterations; pitfall P13). ``seed`` fixes the initial weights and the trials.
+    256 and 5000 iterations). ``seed`` fixes the initial weights and the trials.
     ``W_fb`` is trained only when the model has a controller.
 
     Args:
@@ -167,13 +167,13 @@ def adapt(
 
     The ``reach-adaptation-grid`` task for ``trials // eval_every`` epochs of ``eval_every``
     trials, batch 1, with the online ``rule`` (``rflo``, ``fed``, ``online_bptt``; see
-    :class:`~bioplaus.tasks.motor_training.AdaptationGrid` for the conditions, divergence and
+    [`AdaptationGrid`][bioplaus.tasks.motor_training.AdaptationGrid] for the conditions, divergence and
     the metrics). ``seed`` fixes the trial sequence and the trials' initial states.
 
     Args:
         model: the pre-trained (unsplit) network, or a file saved by
-            :func:`~bioplaus.nets.rate_rnn.save_checkpoint`; it is not changed.
-        rule: an online rule, by name (with ``rule_options``) or as a :class:`~bioplaus.core.Rule`.
+            [`save_checkpoint`][bioplaus.nets.rate_rnn.save_checkpoint]; it is not changed.
+        rule: an online rule, by name (with ``rule_options``) or as a [`Rule`][bioplaus.core.rule.Rule].
         lrs: learning rate per condition.
         controls: controller gain during learning per condition (0: control off, 1: on).
         labels: condition names, unique (default ``lr=…,control=…``).
@@ -190,7 +190,7 @@ def adapt(
         out: a folder for the run's ``config.json``, ``metrics.csv``, … (``compare``'s ``out``).
 
     Returns:
-        The per-condition curves, with :attr:`~AdaptationResult.model` the split network after
+        The per-condition curves, with `model` the split network after
         adaptation (no rule attached).
 
     Raises:

@@ -1,11 +1,11 @@
 """Option values checked against the type hints of the factory that takes them.
 
 A factory's options (``model_options``, ``task_options``, ``rule_options.NAME``) are read from
-its signature with :func:`typing.get_type_hints`, so ``Sequence[int]``, ``tuple[int, ...]``,
+its signature with `typing.get_type_hints`, so ``Sequence[int]``, ``tuple[int, ...]``,
 ``dict[str, Any] | None``, ``Literal["relu", "tanh"]``, ``float | None`` and dataclasses are
 understood as written; an option without an annotation takes its default value's type.
-:func:`check_value` validates one value (parsed TOML, ``--set``, a Python call) against a hint
-and returns it converted; a mismatch raises :class:`~bioplaus.errors.ConfigError` naming the
+[`check_value`][bioplaus.runner.option_types.check_value] validates one value (parsed TOML, ``--set``, a Python call)
+against a hint and returns it converted; a mismatch raises `ConfigError` naming the
 key, the expected type in words and the value.
 """
 
@@ -37,7 +37,7 @@ _SCALARS = {
 def option_hints(entry: Entry[Any]) -> dict[str, Any]:
     """Option name → type hint of a registered factory (``Any`` where neither annotation nor default says).
 
-    Hints come from :func:`typing.get_type_hints` on the factory (a class's ``__init__``); where
+    Hints come from `typing.get_type_hints` on the factory (a class's ``__init__``); where
     that fails (an annotation naming something the factory's module does not define, a callable
     object), each annotation is resolved on its own. An option without a usable annotation
     takes its default value's type (a list or tuple default: any list; a dict: any table).
@@ -88,7 +88,7 @@ def check_value(value: Any, hint: Any, where: str) -> Any:
 
     Args:
         value: the option's value.
-        hint: a type hint, as :func:`option_hints` gives it.
+        hint: a type hint, as [`option_hints`][bioplaus.runner.option_types.option_hints] gives it.
         where: the key the value sits at (``model_options.hidden``), for messages.
 
     Raises:

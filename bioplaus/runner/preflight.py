@@ -1,8 +1,8 @@
 """Checks before anything trains: every (model, rule, task) of a comparison must fit together.
 
-The typed contracts (:mod:`bioplaus.core.capabilities`) are compared first, which names what
+The typed contracts ([`bioplaus.core.capabilities`][bioplaus.core.capabilities]) are compared first, which names what
 would work (models that fit the rule and the task, rules that fit the model); then each rule is
-attached to a throw-away model and the task's own :meth:`~bioplaus.tasks.Task.check` runs, so
+attached to a throw-away model and the task's own [`check`][bioplaus.tasks.base.Task.check] runs, so
 errors that only ``attach`` can see also come before the first run trains. The throw-away models
 are built with the random state saved and restored, so the runs see exactly what they would
 have seen without the checks.
@@ -37,7 +37,7 @@ ModelFactory = Callable[[TaskSpec], nn.Module]
 
 
 def task_class(name: str) -> type[Task] | None:
-    """The :class:`~bioplaus.tasks.Task` subclass a registered task factory builds (``None``: unknown)."""
+    """The [`Task`][bioplaus.tasks.base.Task] subclass a registered task factory builds (``None``: unknown)."""
     factory = TASKS.entry(name).factory
     if inspect.isclass(factory):
         return factory

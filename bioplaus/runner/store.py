@@ -1,11 +1,13 @@
 """The results store of a sweep: one directory per run, written atomically, and an SQLite index.
 
-Layout of a results directory ``DIR``::
+Layout of a results directory ``DIR``:
 
-    DIR/index.sqlite              the index: one row per run (a cache of the status files)
-    DIR/runs/<run_id>/config.json  the resolved single-run config (never changes)
-    DIR/runs/<run_id>/status.json  status, message, timings, final metrics, versions
-    DIR/runs/<run_id>/metrics.csv  the tidy metrics (rule, seed, epoch, step, split, metric, value)
+```text
+DIR/index.sqlite              the index: one row per run (a cache of the status files)
+DIR/runs/<run_id>/config.json  the resolved single-run config (never changes)
+DIR/runs/<run_id>/status.json  status, message, timings, final metrics, versions
+DIR/runs/<run_id>/metrics.csv  the tidy metrics (rule, seed, epoch, step, split, metric, value)
+```
 
 Every file is written to a temporary name in the same folder and renamed over its final
 name, so a reader (or a process killed at any moment) sees either the old or the new file,

@@ -1,9 +1,9 @@
 """``sweep``: run a grid of configs × rules × seeds into a resumable results directory.
 
 The grid is expanded and every cell validated before anything runs (see
-:mod:`bioplaus.runner.sweep_grid`). Each run is then planned in the store (see
-:mod:`bioplaus.runner.store`); runs already done are skipped, and the others go to a backend
-(see :mod:`bioplaus.runner.sweep_backends`), which calls the same run function everywhere.
+[`bioplaus.runner.sweep_grid`][bioplaus.runner.sweep_grid]). Each run is then planned in the store (see
+[`bioplaus.runner.store`][bioplaus.runner.store]); runs already done are skipped, and the others go to a backend
+(see [`bioplaus.runner.sweep_backends`][bioplaus.runner.sweep_backends]), which calls the same run function everywhere.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def sweep(
 
     Args:
         config: a TOML config file (it may hold a ``[grid]`` table) or a mapping of config keys.
-        out: the results directory (see :mod:`bioplaus.runner.store`).
+        out: the results directory (see [`bioplaus.runner.store`][bioplaus.runner.store]).
         grid: dotted config key -> values, e.g. ``{"lr": [1e-3, 1e-2], "model_options.hidden": [[64], [256]]}``;
             merged over the config's ``grid`` table.
         seeds: a number of seeds (``0 … n-1``) or a list of seeds; default: the config's.
@@ -156,7 +156,7 @@ def sweep(
         **keys: config keys set over ``config`` (``task="digits"``, ``rules=["bp", "fa"]``, ``epochs=2``, …).
 
     Returns:
-        The sweep's runs as :func:`bioplaus.results.load` gives them, one row per run, in plan order.
+        The sweep's runs as [`bioplaus.results.load`][bioplaus.results.load] gives them, one row per run, in plan order.
 
     Raises:
         ConfigError: for a bad grid, an invalid key or value in any cell, an unknown backend, or a

@@ -1,6 +1,6 @@
 """Where a sweep's runs execute: the caller's process, a local process pool, or a Ray cluster.
 
-Every backend calls :func:`~bioplaus.runner.sweep_run.execute` once per run and hands each
+Every backend calls [`execute`][bioplaus.runner.sweep_run.execute] once per run and hands each
 finished run's status record to ``on_result`` as soon as it arrives.
 """
 
@@ -35,7 +35,8 @@ def run_serial(tasks: Sequence[RunTask], on_result: OnResult) -> None:
 
 
 def run_local(tasks: Sequence[RunTask], workers: int, on_result: OnResult) -> None:
-    """Run the tasks in a pool of ``workers`` fresh processes (see :func:`pool_context`).
+    """Run the tasks in a pool of ``workers`` fresh processes (see
+    [`pool_context`][bioplaus.runner.sweep_backends.pool_context]).
 
     If a worker dies (killed, out of memory), the runs it had in flight are marked failed and
     the rest go on in a new pool.

@@ -32,7 +32,7 @@ class PlannedRun:
 
     Attributes:
         run_id: 12 hex digits of the SHA-256 of the canonical JSON of ``config``.
-        config: the keys of :class:`~bioplaus.runner.config.RunConfig` with ``rules = [rule]``,
+        config: the keys of [`RunConfig`][bioplaus.runner.config.RunConfig] with ``rules = [rule]``,
             ``seeds = [seed]`` and only that rule's ``rule_options``; ``reference`` left out.
     """
 
@@ -147,8 +147,9 @@ def expand(raw: Mapping[str, Any], grid: Mapping[str, Sequence[Any]]) -> list[Pl
     """Every (grid cell, rule, seed) of a sweep as a validated single run, duplicates merged.
 
     ``raw`` holds config keys (as in a TOML file, without ``grid``); each grid cell sets its
-    dotted keys on a copy and is validated by :meth:`RunConfig.from_dict` before anything runs.
-    A run that two cells share (BP in cells that differ only in ``rule_options.fa.*``) is planned once.
+    dotted keys on a copy and is validated by [`RunConfig.from_dict`][bioplaus.runner.config.RunConfig.from_dict]
+    before anything runs. A run that two cells share (BP in cells that differ only in ``rule_options.fa.*``) is planned
+    once.
 
     Raises:
         ConfigError: naming the grid cell and the key that is invalid.

@@ -27,7 +27,7 @@ DEFAULT_METRICS = ("test/accuracy", "test/loss", "train/loss")
 
 
 class Report(NamedTuple):
-    """What :func:`report` returns.
+    """What [`report`][bioplaus.runner.sweep_report.report] returns.
 
     Attributes:
         summary: columns ``<grid keys>…, rule, metric, mean, sd, n``: the final values of the done

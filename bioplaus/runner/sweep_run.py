@@ -1,6 +1,6 @@
 """The function that carries out one run of a sweep, the same in the caller's process, a pool worker or a Ray task.
 
-It trains the run with :func:`~bioplaus.runner.compare.run_config` (one rule, one seed) and
+It trains the run with [`run_config`][bioplaus.runner.compare.run_config] (one rule, one seed) and
 writes the run's folder: ``status.json`` says ``running`` first, then ``metrics.csv`` is
 written and ``status.json`` is replaced by the final record (done, diverged or failed). A
 process killed in between leaves ``running``, which the next sweep runs again.

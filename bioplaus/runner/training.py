@@ -1,10 +1,10 @@
 """The training step, the same for every task and rule.
 
-:func:`train_step` applies one update: zero the gradients, build the context (or run the
-online steps), check that the loss is finite, let the rule write ``p.grad``, clip, step the
-optimizer and project constrained weights. :func:`train_epoch` runs it over a task's batches,
-probing alignment with the true gradient on the way. Tasks only say what is learned
-(:class:`~bioplaus.tasks.Task`); nothing here branches on a rule's or a task's name.
+[`train_step`][bioplaus.runner.training.train_step] applies one update: zero the gradients, build the context (or run
+the online steps), check that the loss is finite, let the rule write ``p.grad``, clip, step the
+optimizer and project constrained weights. [`train_epoch`][bioplaus.runner.training.train_epoch] runs it over a task's
+batches, probing alignment with the true gradient on the way. Tasks only say what is learned
+([`Task`][bioplaus.tasks.base.Task]); nothing here branches on a rule's or a task's name.
 
 For online rules (``rule.online``) the task runs the model one time step at a time and the
 runner calls ``rule.step`` on each step's context; it steps the optimizer after every time step
@@ -57,7 +57,8 @@ def train_step(
     projections: Iterable[Layer] | None = None,
     probe: OnlineProbe | None = None,
 ) -> Any:
-    """Apply one update of ``rule`` on ``batch``; returns the batch's outcome (see :meth:`Task.batch_metrics`).
+    """Apply one update of ``rule`` on ``batch``; returns the batch's outcome (see
+    [`Task.batch_metrics`][bioplaus.tasks.base.Task.batch_metrics]).
 
     Args:
         task: gives the context(s) of the batch and the clipping norm.
@@ -68,7 +69,7 @@ def train_step(
         step: the update's index, for the divergence message.
         projections: layers to project after each optimizer step (default: found in ``model``).
         probe: for online rules, a per-step alignment probe to feed (see
-            :class:`~bioplaus.analysis.online_alignment.OnlineProbe`).
+            [`OnlineProbe`][bioplaus.analysis.online_alignment.OnlineProbe]).
 
     Raises:
         DivergedError: when the loss is not finite.
@@ -115,7 +116,8 @@ def train_step(
 
 @dataclass
 class EpochMeter:
-    """Running training metrics of one epoch: weighted sums of what :meth:`Task.batch_metrics` reports."""
+    """Running training metrics of one epoch: weighted sums of what
+    [`Task.batch_metrics`][bioplaus.tasks.base.Task.batch_metrics] reports."""
 
     sums: dict[str, float] = field(default_factory=dict)
     weight: float = 0.0
@@ -213,7 +215,7 @@ class _replaying:
 
     A probe builds a batch's context more than once (the rule's and the true gradient's); every
     build must see the same random numbers (trial noise), and the update that follows must see
-    them too, so the caller restores :attr:`state` after the probe.
+    them too, so the caller restores `state` after the probe.
     """
 
     def __init__(self, context: Callable[[nn.Module, Any], Any], generator: torch.Generator):

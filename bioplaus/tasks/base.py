@@ -1,20 +1,22 @@
 """The task interface: what is learned, which context each batch gives, how it is evaluated.
 
 A task says *what* is learned and leaves *how an update is applied* to the runner
-(:func:`bioplaus.runner.train_step`): the runner zeroes gradients, checks the loss, calls the
-rule, clips, steps the optimizer, projects constrained weights and probes alignment, the same
+([`bioplaus.runner.train_step`][bioplaus.runner.training.train_step]): the runner zeroes gradients, checks the loss,
+calls the rule, clips, steps the optimizer, projects constrained weights and probes alignment, the same
 way for every task and rule. A task supplies
 
-- :meth:`Task.batches`: the updates of one epoch (data batches, trials, replay batches while
-  an environment is run between them);
-- :meth:`Task.context`: the :class:`~bioplaus.core.Context` of one batch, for batch rules;
-- :meth:`Task.steps`: for online rules, the model run one time step at a time, one context per
-  step (tasks that support online rules have ``"t"`` in :attr:`Task.provides`);
-- :meth:`Task.batch_metrics` and :meth:`Task.epoch_metrics`: running training metrics;
-- :meth:`Task.evaluate`: held-out metrics after each epoch.
+- [`Task.batches`][bioplaus.tasks.base.Task.batches]: the updates of one epoch (data batches, trials, replay batches
+  while an environment is run between them);
+- [`Task.context`][bioplaus.tasks.base.Task.context]: the [`Context`][bioplaus.core.context.Context] of one batch, for
+  batch rules;
+- [`Task.steps`][bioplaus.tasks.base.Task.steps]: for online rules, the model run one time step at a time, one context
+  per step (tasks that support online rules have ``"t"`` in `Task.provides`);
+- [`Task.batch_metrics`][bioplaus.tasks.base.Task.batch_metrics] and
+  [`Task.epoch_metrics`][bioplaus.tasks.base.Task.epoch_metrics]: running training metrics;
+- [`Task.evaluate`][bioplaus.tasks.base.Task.evaluate]: held-out metrics after each epoch.
 
-Its class attributes are its typed contract: :attr:`Task.requires` (capabilities of the models
-it can drive) and :attr:`Task.provides` (the context fields and signals it fills in).
+Its class attributes are its typed contract: `Task.requires` (capabilities of the models
+it can drive) and `Task.provides` (the context fields and signals it fills in).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class Task(ABC):
 
     Attributes:
         name: the task's name in tables and messages.
-        spec: what the model must accept and produce (:class:`~bioplaus.core.TaskSpec`).
+        spec: what the model must accept and produce ([`TaskSpec`][bioplaus.core.spec.TaskSpec]).
         requires: capabilities every model the task drives must have.
         provides: context fields and signals the task's contexts carry (``"t"``: it runs
             online rules, one context per time step).
@@ -52,7 +54,7 @@ class Task(ABC):
     spec: TaskSpec
     requires: ClassVar[frozenset[Capability]] = frozenset()
     requires_one_of: ClassVar[tuple[frozenset[Capability], ...]] = ()
-    """Alternatives: besides :attr:`requires`, the model has every capability of at least one of these sets."""
+    """Alternatives: besides `requires`, the model has every capability of at least one of these sets."""
     provides: ClassVar[frozenset[str]] = frozenset({"loss", "output", "target"})
     clip_grad_norm: float | None = None
     online_step: ClassVar[str] = "batch"
@@ -94,7 +96,8 @@ class Task(ABC):
         Resets the model's state first, then calls ``on_reset()`` (the runner resets the rule's
         state there) before the first time step. The runner calls ``rule.step`` on each yielded
         context before the next step; the generator's return value is the batch's outcome, handed
-        to :meth:`batch_metrics` and :meth:`outcome_loss`.
+        to [`batch_metrics`][bioplaus.tasks.base.Task.batch_metrics] and
+        [`outcome_loss`][bioplaus.tasks.base.Task.outcome_loss].
         """
         raise ConfigError(f"task '{self.name}' gives one context per batch; it does not run online rules")
         yield  # pragma: no cover - makes this a generator
@@ -106,7 +109,7 @@ class Task(ABC):
     @abstractmethod
     def batch_metrics(self, batch: Any, outcome: Any) -> Metrics:
         """Training metric sums of one batch and its weight; ``outcome`` is the context (batch rules) or
-        what :meth:`steps` returned (online rules)."""
+        what [`steps`][bioplaus.tasks.base.Task.steps] returned (online rules)."""
 
     def epoch_metrics(self) -> dict[str, float]:
         """Training metrics of the epoch that the batches do not carry (environment steps, returns)."""
@@ -121,10 +124,10 @@ class Task(ABC):
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any], model: nn.Module) -> None:  # noqa: B027 - an optional hook
-        """Restore :meth:`state_dict` for a run of ``model``."""
+        """Restore [`state_dict`][bioplaus.tasks.base.Task.state_dict] for a run of ``model``."""
 
 
 def check_finite(loss: torch.Tensor, step: int) -> None:
-    """Raise :class:`~bioplaus.errors.DivergedError` if ``loss`` is NaN or infinite."""
+    """Raise `DivergedError` if ``loss`` is NaN or infinite."""
     if not torch.isfinite(loss).all():
         raise DivergedError(f"loss became {loss.detach().flatten()[0].item()} at step {step}")

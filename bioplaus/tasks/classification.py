@@ -58,7 +58,7 @@ class ClassificationTask(Task):
     its update); test metrics are computed on the whole test set after the epoch.
 
     Args:
-        dataset: the data (see :class:`bioplaus.data.Dataset`).
+        dataset: the data (see [`bioplaus.data.Dataset`][bioplaus.data.Dataset]).
         batch_size: examples per update.
         normalize: input scaling (``symmetric``, ``unit``, ``standard`` or ``none``).
         n_train: use a fixed random subset of this many training examples (``None``: all).

@@ -1,21 +1,21 @@
 r"""Planar reaching with a feedback-controlled rate network: trials, metrics and the training loop.
 
-Trials follow ``shared/research/feedback_rnn.md`` §1–2 (Kaleb et al. 2024; Feulner et al. 2022).
+Trials follow the papers (Kaleb et al. 2024; Feulner et al. 2022).
 Time is discretised in steps of ``dt`` = 10 ms. A trial of ``B`` reaches is batched as tensors
 ``(B, T, ·)``:
 
 - input ``u_t = [Δx, Δy, hold]``: the cue ``Δ = end − start`` from step ``cue_on`` on, and a hold
   signal (``hold``, 6 by default) until the go step, then 0;
 - reference position: a normalised sigmoid from start to end over ``move_steps`` steps from the
-  go step on, :math:`p^*_t = s + (e - s)\,\tilde\sigma(\beta\,\xi_t)` with
-  :math:`\xi` running linearly from −1 to 1, :math:`\beta = 10` and
-  :math:`\tilde\sigma(z) = (\sigma(z) - \sigma(-\beta))/(\sigma(\beta) - \sigma(-\beta))`, so the
+  go step on, $p^*_t = s + (e - s)\,\tilde\sigma(\beta\,\xi_t)$ with
+  $\xi$ running linearly from −1 to 1, $\beta = 10$ and
+  $\tilde\sigma(z) = (\sigma(z) - \sigma(-\beta))/(\sigma(\beta) - \sigma(-\beta))$, so the
   reach starts and ends exactly at rest (the official code samples the plain sigmoid);
-- reference velocity the backward difference :math:`v^*_t = (p^*_t - p^*_{t-1})/dt`, so the
+- reference velocity the backward difference $v^*_t = (p^*_t - p^*_{t-1})/dt$, so the
   integrated error ``e_t`` of the model is exactly the position error ``p*_t − p_t``. (The official
   training batches shift ``v*`` one step later; we do not.)
 
-Timing (pitfall P12): ``"kaleb"`` is the NeurIPS configuration, ``T = 125``, cue and go together
+Timing: ``"kaleb"`` is the NeurIPS configuration, ``T = 125``, cue and go together
 at step 20 (no delay period), peak speed at step 70; ``"feulner"`` is the predecessor's,
 ``T = 300`` with a random go step (peak in [70, 220] for random reaches, [170, 220] for
 centre-out reaches), used with a feedback delay (``rate_rnn(fb_delay=11)``: the controller sees
@@ -24,17 +24,17 @@ centre-out reaches), used with a feedback delay (``rate_rnn(fb_delay=11)``: the 
 Trial sets: random reaches (start and end ~ U[−6, 6]²) with optional velocity pushes (each
 trial and axis with probability ``push_prob``, ``push_steps`` steps of ±``push_amplitude`` at a
 random time), and centre-out reaches to 8 targets at radius 5. Visuomotor rotation by ``φ``
-(positive = counter-clockwise, pitfall P6) in two conventions: ``"reference"`` (Kaleb: the
+(positive = counter-clockwise) in two conventions: ``"reference"`` (Kaleb: the
 reference trajectory is rotated, the cue is not, the error stays in the hand frame) and
 ``"cursor"`` (Feulner: the readout is rotated, ``v = R(φ)(W_out r + b_out + p)``, and the
 controller sees the cursor error).
 
-The training loop (:class:`MotorTask`) runs batch rules on whole trials (pre-training: BPTT
+The training loop ([`MotorTask`][bioplaus.tasks.motor.MotorTask]) runs batch rules on whole trials (pre-training: BPTT
 through the closed loop with the official non-squared norm penalties, a rate penalty and a
 global gradient clip) and online rules one time step at a time with an optimizer step after
 every step (adaptation). The per-step context carries ``ctx.t``, ``ctx.loss`` (``L_t =
 mean e_t²`` over trials and axes), ``ctx.output`` (``v_t``), ``ctx.target`` (``v*_t``) and
-``ctx.signals["feedback_error"]``: ``e_t``, target minus output (pitfall P1; it is not
+``ctx.signals["feedback_error"]``: ``e_t``, target minus output (it is not
 ``∂L/∂y``, so it is not passed as ``ctx.error``).
 """
 
@@ -101,7 +101,7 @@ TIMINGS = {
 
 
 def get_timing(name: str | Timing) -> Timing:
-    """A named timing (``"kaleb"`` or ``"feulner"``), or a :class:`Timing` as it is."""
+    """A named timing (``"kaleb"`` or ``"feulner"``), or a [`Timing`][bioplaus.tasks.motor.Timing] as it is."""
     if isinstance(name, Timing):
         return name
     if name not in TIMINGS:
@@ -279,7 +279,8 @@ def reach_errors(trials: Trials, rollout: Rollout) -> dict[str, torch.Tensor]:
 def reach_scores(
     model: RateRNN, trials: Trials, control: float = 1.0, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
-    """:func:`reach_errors` averaged per condition of ``model``: each metric ``(C,)`` (``(1,)`` if unsplit)."""
+    """[`reach_errors`][bioplaus.tasks.motor.reach_errors] averaged per condition of ``model``: each metric ``(C,)``
+    (``(1,)`` if unsplit)."""
     repeated = trials.repeat(model.conditions)
     errors = reach_errors(repeated, repeated.rollout(model, control, generator))
     return {k: v.reshape(model.conditions, -1).mean(1) for k, v in errors.items()}
@@ -288,9 +289,11 @@ def reach_scores(
 def pretraining_loss(
     model: RateRNN, rollout: Rollout, weight_penalty: float = 1e-3, rate_penalty: float = 2e-3
 ) -> torch.Tensor:
-    r"""The official pre-training objective (note §2, pitfall P11).
+    r"""The official pre-training objective .
 
-    .. math::  L = \mathrm{mean}(e^2) + \lambda_w \sum_{W} \lVert W \rVert_F + \lambda_r\, \mathrm{mean}(r^2)
+    $$
+    L = \mathrm{mean}(e^2) + \lambda_w \sum_{W} \lVert W \rVert_F + \lambda_r\, \mathrm{mean}(r^2)
+    $$
 
     over ``W_in, W_rec, W_out, b_out, b`` and ``W_fb`` when it is trained, with plain (not
     squared) Frobenius norms; ``λ_w = 10⁻³``, ``λ_r = 2·10⁻³``.
@@ -344,7 +347,8 @@ def online_trial(
     control: float | torch.Tensor = 1.0,
     generator: torch.Generator | None = None,
 ) -> Iterator[Context]:
-    """:func:`trial_steps` with ``rule.step`` called at each step (for analyses that read ``p.grad``)."""
+    """[`trial_steps`][bioplaus.tasks.motor.trial_steps] with ``rule.step`` called at each step (for analyses that read
+    ``p.grad``)."""
     for ctx in trial_steps(model, trials, control, generator, lambda: rule.reset(model)):
         rule.step(model, ctx)
         yield ctx
@@ -364,12 +368,13 @@ class TrialBatch:
 
 
 class MotorTask(Task):
-    """Reaching with a :class:`~bioplaus.nets.rate_rnn.RateRNN`; an epoch is ``iterations`` batches of trials.
+    """Reaching with a [`RateRNN`][bioplaus.nets.rate_rnn.RateRNN]; an epoch is ``iterations`` batches of trials.
 
     Batch rules (``bp``: BPTT through the closed loop) get one context per batch with the
-    :func:`pretraining_loss`; online rules get one context per time step and the optimizer steps
-    after every step (see the module docstring). With a model split into ``C`` conditions
-    (:meth:`RateRNN.split_conditions`), every condition sees the same trials.
+    [`pretraining_loss`][bioplaus.tasks.motor.pretraining_loss]; online rules get one context per time step and the
+    optimizer steps after every step (see the module docstring). With a model split into ``C`` conditions
+    ([`RateRNN.split_conditions`][bioplaus.nets.rate_rnn.RateRNN.split_conditions]), every condition sees the same
+    trials.
 
     Test splits (fixed trials, seed 0): ``test``/``test_off`` (64 random reaches, control on/off)
     and ``centre_out``/``centre_out_off`` (the 8 targets under the task's rotation); metrics
@@ -379,7 +384,7 @@ class MotorTask(Task):
         trial_set: ``"random"`` reaches or ``"centre-out"`` reaches to random targets of the 8.
         batch_size: trials per update (per condition).
         iterations: batches per epoch.
-        timing: ``"kaleb"``, ``"feulner"`` or a :class:`Timing`.
+        timing: ``"kaleb"``, ``"feulner"`` or a [`Timing`][bioplaus.tasks.motor.Timing].
         rotation: visuomotor rotation in degrees (counter-clockwise).
         convention: ``"reference"`` or ``"cursor"`` rotation.
         control: controller gain during training, one number or one per condition.
@@ -388,9 +393,10 @@ class MotorTask(Task):
         rate_penalty: ``λ_r`` of the batch loss.
         clip_grad_norm: global gradient-norm clip before each batch update (``None``: none).
         device: torch device.
-        mle_weight: weight of the MLE regulariser (:mod:`bioplaus.analysis.mle_regularizer`) in the
-            batch loss: the finite-time maximal Lyapunov exponent of the closed loop along the
-            batch's trials (state ``[x ; e]``, input ``[u ; v*]``); 0: none. Batch rules only.
+        mle_weight: weight of the MLE regulariser
+            ([`bioplaus.analysis.mle_regularizer`][bioplaus.analysis.mle_regularizer]) in the batch loss: the
+            finite-time maximal Lyapunov exponent of the closed loop along the batch's trials (state ``[x ; e]``, input
+            ``[u ; v*]``); 0: none. Batch rules only.
     """
 
     requires = frozenset({Capability.CONTROLLED_RNN})
@@ -463,7 +469,8 @@ class MotorTask(Task):
             yield TrialBatch(self.sample(generator), generator)
 
     def context(self, model: nn.Module, batch: TrialBatch) -> Context:
-        """Whole trials through the closed loop: the :func:`pretraining_loss` (plus the MLE penalty)."""
+        """Whole trials through the closed loop: the [`pretraining_loss`][bioplaus.tasks.motor.pretraining_loss] (plus
+        the MLE penalty)."""
         self._check_model(model)
         trials = batch.trials.repeat(model.conditions)
         gains = self._gains(model, len(batch.trials))
@@ -476,7 +483,8 @@ class MotorTask(Task):
     def steps(
         self, model: nn.Module, batch: TrialBatch, on_reset: Callable[[], None]
     ) -> Generator[Context, None, torch.Tensor]:
-        """The trials one step at a time (:func:`trial_steps`); returns each trial's MSE."""
+        """The trials one step at a time ([`trial_steps`][bioplaus.tasks.motor.trial_steps]); returns each trial's
+        MSE."""
         self._check_model(model)
         gains = self._gains(model, len(batch.trials))
         return (yield from trial_steps(model, batch.trials.repeat(model.conditions), gains, batch.generator, on_reset))
@@ -535,7 +543,7 @@ def reach_adaptation(
     """Centre-out reaches under a visuomotor rotation, one trial per update: adaptation with online rules.
 
     One condition trained with the run's optimizer; ``reach-adaptation-grid``
-    (:class:`~bioplaus.tasks.motor_training.AdaptationGrid`) trains a grid of learning rates and
+    ([`AdaptationGrid`][bioplaus.tasks.motor_training.AdaptationGrid]) trains a grid of learning rates and
     controller gains in one run.
     """
     return MotorTask("centre-out", batch_size, iterations, timing, rotation, convention, control, 0.0,

@@ -1,19 +1,23 @@
 r"""Vectorised adaptation of the feedback-controlled rate RNN: several conditions trained in one run.
 
-The registered task ``reach-adaptation-grid`` (:class:`AdaptationGrid`) adapts a pre-trained
-:class:`~bioplaus.nets.rate_rnn.RateRNN` to a visuomotor rotation under ``C`` conditions at once,
-condition ``c`` being a learning rate :math:`\eta_c` and a controller gain :math:`g_c` during
-learning. :meth:`AdaptationGrid.prepare` splits the model into one ``W_rec`` per condition
-(:meth:`~bioplaus.nets.rate_rnn.RateRNN.split_conditions`), every condition sees the same trial
-sequence, and :meth:`AdaptationGrid.optimizer` steps them with :class:`ConditionSGD`,
+The registered task ``reach-adaptation-grid`` ([`AdaptationGrid`][bioplaus.tasks.motor_training.AdaptationGrid]) adapts
+a pre-trained [`RateRNN`][bioplaus.nets.rate_rnn.RateRNN] to a visuomotor rotation under ``C`` conditions at once,
+condition ``c`` being a learning rate $\eta_c$ and a controller gain $g_c$ during
+learning. [`AdaptationGrid.prepare`][bioplaus.tasks.motor_training.AdaptationGrid.prepare] splits the model into one
+``W_rec`` per condition ([`split_conditions`][bioplaus.nets.rate_rnn.RateRNN.split_conditions]), every condition sees
+the same trial sequence, and [`AdaptationGrid.optimizer`][bioplaus.tasks.motor_training.AdaptationGrid.optimizer] steps
+them with [`ConditionSGD`][bioplaus.tasks.motor_training.ConditionSGD],
 
-.. math::  W_{rec}[c] \leftarrow W_{rec}[c] - \eta_c\, \Delta_t[c]
+$$
+W_{rec}[c] \leftarrow W_{rec}[c] - \eta_c\, \Delta_t[c]
+$$
 
-after every time step ``t`` of a trial, :math:`\Delta_t` being the online rule's update. The
-runner owns the training step (:func:`bioplaus.runner.train_step`); the task owns what is
-specific to the grid: a condition that diverges is frozen while the others go on, and the
-metrics are reported per condition. :class:`AdaptationResult` reads a run's tidy table back
-into per-condition curves (:func:`bioplaus.runner.motor.adapt` does both in one call).
+after every time step ``t`` of a trial, $\Delta_t$ being the online rule's update. The
+runner owns the training step ([`bioplaus.runner.train_step`][bioplaus.runner.training.train_step]); the task owns what
+is specific to the grid: a condition that diverges is frozen while the others go on, and the
+metrics are reported per condition. [`AdaptationResult`][bioplaus.tasks.motor_training.AdaptationResult] reads a run's
+tidy table back into per-condition curves ([`bioplaus.runner.motor.adapt`][bioplaus.runner.motor.adapt] does both in
+one call).
 """
 
 from __future__ import annotations
@@ -45,8 +49,8 @@ class ConditionSGD(torch.optim.Optimizer):
     r"""Plain SGD with one learning rate per condition: ``W[c] ← W[c] − η_c ∇W[c]``.
 
     Every parameter has the conditions on its first axis. The optimizer also sums the length of
-    each condition's steps, :math:`\sum_t \eta_c \lVert \nabla W_t[c] \rVert` (:attr:`path`), for
-    the efficiency analysis; :meth:`state_dict` carries it.
+    each condition's steps, $\sum_t \eta_c \lVert \nabla W_t[c] \rVert$ (`path`), for
+    the efficiency analysis; `state_dict` carries it.
 
     Args:
         params: parameters (or parameter groups) with a leading condition axis of size ``len(lrs)``.
@@ -92,7 +96,8 @@ class _Run:
         model: the split model being trained.
         start: ``W_rec`` at the start, ``(C, n, n)``; a diverged condition is reset to it.
         diverged_at: the trial after which each condition diverged (``-1``: never), ``(C,)``.
-        optimizer: the run's :class:`ConditionSGD` (its learning rates and :attr:`~ConditionSGD.path`).
+        optimizer: the run's [`ConditionSGD`][bioplaus.tasks.motor_training.ConditionSGD] (its learning rates and
+            `path`).
         trials: trials trained so far.
         epoch_sum: per condition, the sum of this epoch's training-trial MSEs before divergence.
         epoch_count: the number of those trials.
@@ -112,17 +117,17 @@ class AdaptationGrid(MotorTask):
 
     Each trial is one centre-out reach to a random target of the 8 (the same sequence for every
     condition; batch 1 as the official ``do_adaptation.py``), learned online by the run's rule
-    (``rflo``, ``fed``, ``online_bptt``) with :class:`ConditionSGD` stepping after every time
-    step; the run's own optimizer and learning rate are not used. An epoch is ``trials`` trials;
+    (``rflo``, ``fed``, ``online_bptt``) with [`ConditionSGD`][bioplaus.tasks.motor_training.ConditionSGD] stepping
+    after every time step; the run's own optimizer and learning rate are not used. An epoch is ``trials`` trials;
     after each (and before the first) the 8 rotated targets are tested with control off and on,
-    from initial states drawn with the fixed seed :data:`EVAL_SEED`.
+    from initial states drawn with the fixed seed [`EVAL_SEED`][bioplaus.tasks.motor_training.EVAL_SEED].
 
     **Divergence.** A condition whose training-trial MSE (after the trial) or control-off test MSE
     (at an evaluation) is non-finite or above ``diverge_above`` is frozen: its ``W_rec`` is reset
     to its start and its learning rate set to 0, and from then on it reports ``diverged/<label>``
     = 1 and ``diverged_at/<label>`` (the trial count) instead of metrics; the run and the other
     conditions go on. The loss the runner checks after each trial is the mean MSE of the
-    conditions still finite (:meth:`outcome_loss`).
+    conditions still finite ([`outcome_loss`][bioplaus.tasks.motor_training.AdaptationGrid.outcome_loss]).
 
     **Metrics** (``<label>`` is the condition's label):
 
@@ -131,8 +136,8 @@ class AdaptationGrid(MotorTask):
     - ``test_off`` and ``test_on`` (control off / on): ``mse/<label>`` and ``angle/<label>``
       (mean |endpoint angle| in degrees);
     - ``adaptation``: ``trials`` (trials done), ``diverged/<label>`` (0 or 1),
-      ``diverged_at/<label>``, ``displacement/<label>`` :math:`\lVert W_c - W_c^0 \rVert_F`,
-      ``path/<label>`` :math:`\sum_t \eta_c \lVert \Delta_t[c] \rVert` and ``efficiency/<label>``
+      ``diverged_at/<label>``, ``displacement/<label>`` $\lVert W_c - W_c^0 \rVert_F$,
+      ``path/<label>`` $\sum_t \eta_c \lVert \Delta_t[c] \rVert$ and ``efficiency/<label>``
       (displacement ÷ path, once the path is non-zero).
 
     Args:
@@ -142,7 +147,7 @@ class AdaptationGrid(MotorTask):
         trials: trials per epoch (between two evaluations).
         rotation: degrees, counter-clockwise.
         convention: ``"reference"`` or ``"cursor"`` rotation.
-        timing: ``"kaleb"``, ``"feulner"`` or a :class:`~bioplaus.tasks.motor.Timing`.
+        timing: ``"kaleb"``, ``"feulner"`` or a [`Timing`][bioplaus.tasks.motor.Timing].
         diverge_above: a training-trial or control-off test MSE above this counts as diverged.
         batch_size: trials per update and condition.
         device: torch device.
@@ -214,7 +219,8 @@ class AdaptationGrid(MotorTask):
         super().check(model, rule)
 
     def optimizer(self, param_groups: list[dict[str, Any]]) -> ConditionSGD:
-        """:class:`ConditionSGD` with the conditions' learning rates over the rule's parameters (``W_rec``)."""
+        """[`ConditionSGD`][bioplaus.tasks.motor_training.ConditionSGD] with the conditions' learning rates over the
+        rule's parameters (``W_rec``)."""
         for group in param_groups:
             for p in group["params"]:
                 if p.dim() == 0 or p.shape[0] != self.conditions:
@@ -442,7 +448,8 @@ class AdaptationResult:
 
     @property
     def efficiency(self) -> torch.Tensor:
-        """Net weight change over summed step lengths (:func:`bioplaus.analysis.feedback_control.efficiency`)."""
+        """Net weight change over summed step lengths
+        ([`bioplaus.analysis.feedback_control.efficiency`][bioplaus.analysis.feedback_control.efficiency])."""
         return feedback_analysis.efficiency(self.displacement, self.path)
 
     def rows(self, final_fraction: float = 0.1) -> list[dict[str, float | str | bool]]:

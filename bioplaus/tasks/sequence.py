@@ -24,8 +24,8 @@ Training: batch rules get one context for the whole sequence (``rule.update``); 
 per step (``rule.step``, with ``ctx.t``, that step's loss or ``None``, and
 ``ctx.signals["sequence_end"]``). Gradients are clipped to a global norm of ``clip_grad_norm``
 (1.0, as the SAB code) before the optimizer step. ``mle_weight > 0`` adds the MLE regulariser
-(:mod:`bioplaus.analysis.mle_regularizer`) to a batch rule's loss: ``mle_weight`` times the
-finite-time maximal Lyapunov exponent of the model's state map along the batch's sequences
+([`bioplaus.analysis.mle_regularizer`][bioplaus.analysis.mle_regularizer]) to a batch rule's loss: ``mle_weight`` times
+the finite-time maximal Lyapunov exponent of the model's state map along the batch's sequences
 (``lstm`` models; online rules cannot take it).
 """
 
@@ -89,7 +89,8 @@ def adding_batch(n: int, T: int, generator: torch.Generator) -> Batch:
 
 
 def _takes_length(reset_state: Callable) -> bool:
-    """Whether a model's ``reset_state`` accepts ``length=`` (:meth:`bioplaus.nets.lstm.SequenceNet.reset_state`)."""
+    """Whether a model's ``reset_state`` accepts ``length=``
+    ([`bioplaus.nets.lstm.SequenceNet.reset_state`][bioplaus.nets.lstm.SequenceNet.reset_state])."""
     try:
         return "length" in inspect.signature(reset_state).parameters
     except (TypeError, ValueError):  # no signature to read (a builtin, say): call it the plain way
@@ -99,8 +100,9 @@ def _takes_length(reset_state: Callable) -> bool:
 class SequenceTask(Task):
     """Contexts, loss and metrics shared by sequence tasks; subclasses supply the data.
 
-    Batch rules get the whole sequence's context (:meth:`context`); online rules a context per
-    step (:meth:`steps`) from a model that runs one step at a time.
+    Batch rules get the whole sequence's context ([`context`][bioplaus.tasks.sequence.SequenceTask.context]); online
+    rules a context per step ([`steps`][bioplaus.tasks.sequence.SequenceTask.steps]) from a model that runs one step at
+    a time.
 
     Args:
         name: task name.
@@ -165,7 +167,8 @@ class SequenceTask(Task):
         return self._pointwise(output[:, -k:], target[:, -k:]).mean()
 
     def step_loss(self, output: torch.Tensor, target: torch.Tensor, t: int, length: int) -> torch.Tensor | None:
-        """Step ``t``'s share of :meth:`sequence_loss` (they sum to it), or ``None`` outside the loss steps."""
+        """Step ``t``'s share of [`sequence_loss`][bioplaus.tasks.sequence.SequenceTask.sequence_loss] (they sum to
+        it), or ``None`` outside the loss steps."""
         k = self._loss_steps(length)
         if t < length - k:
             return None
@@ -246,17 +249,17 @@ class SyntheticSequenceTask(SequenceTask):
         make_batch: ``(n, T, generator) -> (x, target)``.
         T: the training delay/length parameter.
         n_out: output size per step.
-        loss: see :class:`SequenceTask`.
-        loss_last: see :class:`SequenceTask`.
-        score_last: see :class:`SequenceTask`.
-        clip_grad_norm: see :class:`SequenceTask`.
+        loss: see [`SequenceTask`][bioplaus.tasks.sequence.SequenceTask].
+        loss_last: see [`SequenceTask`][bioplaus.tasks.sequence.SequenceTask].
+        score_last: see [`SequenceTask`][bioplaus.tasks.sequence.SequenceTask].
+        clip_grad_norm: see [`SequenceTask`][bioplaus.tasks.sequence.SequenceTask].
         batch_size: sequences per update.
         steps_per_epoch: updates per epoch.
         n_test: test sequences per split.
         transfer: also test at these multiples of ``T`` (splits ``test_T{k·T}``).
         data_seed: seed of the test sets.
         device: where the data lives.
-        mle_weight: see :class:`SequenceTask`.
+        mle_weight: see [`SequenceTask`][bioplaus.tasks.sequence.SequenceTask].
     """
 
     def __init__(
@@ -416,10 +419,10 @@ class PixelSequenceTask(SequenceTask):
         batch_size: sequences per update; an epoch is one shuffled pass over the training set.
         n_train: use a fixed random subset of this many training images (``None``: all).
         n_test: likewise for the test set.
-        clip_grad_norm: see :class:`SequenceTask`.
+        clip_grad_norm: see [`SequenceTask`][bioplaus.tasks.sequence.SequenceTask].
         data_seed: seed of the permutation and the subsets.
         device: where the data lives.
-        mle_weight: see :class:`SequenceTask`.
+        mle_weight: see [`SequenceTask`][bioplaus.tasks.sequence.SequenceTask].
     """
 
     def __init__(

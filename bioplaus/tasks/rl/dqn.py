@@ -1,6 +1,6 @@
 r"""The DQN-style RL task: ε-greedy acting, replay, per-layer double-DQN targets, evaluation.
 
-One loop serves three agents and never branches on the rule (DESIGN.md, contract point 4):
+One loop serves three agents and never branches on the rule:
 
 - **AD** (model ``ad``, rule ``distributed_td``): the rule detaches every cell's input;
 - **AD's BP twin** (model ``ad``, rule ``bp``): the same network, errors backpropagated through
@@ -8,32 +8,34 @@ One loop serves three agents and never branches on the rule (DESIGN.md, contract
 - **MLP-DQN** (model ``mlp``, rule ``bp``, CleanRL-style): a plain Q-network, seen here as a
   one-layer stack.
 
-A model is a *layered Q-function*: either an :class:`~bioplaus.nets.ad.ADNet`-like module
+A model is a *layered Q-function*: either an [`ADNet`][bioplaus.nets.ad.ADNet]-like module
 (``forward(obs, context) -> (q (L,B,A), hidden)``, with ``initial_context``) or any module
 ``obs -> (B, A)``. For every layer ``l`` the task builds the double-DQN target from the layer's
-own online and target heads (research note §2.1, pitfalls P3, P4),
+own online and target heads,
 
-.. math::  y_l = r + \gamma (1 - \text{term})\, Q_l\big(s', \arg\max_a Q_l(s', a; \theta); \theta^-\big),
-    \qquad L_l = \operatorname{mean}_B (Q_l(s, a) - y_l)^2 ,
+$$
+y_l = r + \gamma (1 - \text{term})\, Q_l\big(s', \arg\max_a Q_l(s', a; \theta); \theta^-\big),
+\qquad L_l = \operatorname{mean}_B (Q_l(s, a) - y_l)^2 ,
+$$
 
 (MSE without ½, no Huber; ``reward_scale`` multiplies ``r``) and hands ``ctx.loss = Σ_l L_l``
 and ``ctx.signals["layer_losses"]`` to the rule.
 
-**Temporal context** (§2.2). For a sampled transition ``t`` the context is recomputed at every
-update with the current parameters, without gradient (pitfalls P2, P5): the network runs from a
+**Temporal context**. For a sampled transition ``t`` the context is recomputed at every
+update with the current parameters, without gradient: the network runs from a
 zero context over ``s_{t-K}, …, s_{t-1}`` (online params for the online chain, target params for
 the target chain). Steps before the episode start leave the context at zero, as at an acting
-reset, and episodes are cut at ``terminated`` *or* ``truncated`` (:mod:`.replay`; the official code
-repeats the first observation and cuts only at ``terminated``, P6). The context of ``s'`` is the
+reset, and episodes are cut at ``terminated`` *or* ``truncated`` ([`replay`][bioplaus.tasks.rl.replay]; the official
+code repeats the first observation and cuts only at ``terminated``, P6). The context of ``s'`` is the
 activations at ``s_t``. The acting context starts at zero at every reset and is advanced at
 *every* step, random ones included (the official code freezes it on ε-steps, P7).
 
 **Schedule** (CleanRL / official AD): act ε-greedily on the mean of the layers' Q, store, and
 from ``learning_starts`` on update every ``train_every`` steps; hard target copy every
-``target_every`` steps; ε as in :mod:`.schedules`. One runner epoch is ``steps_per_epoch``
-environment steps, after which :meth:`DQNTask.evaluate` runs ``eval_episodes`` episodes with
-ε = 0.05 for the full net and, per layer ``i``, for the mean of layers ``0..i`` (the paper's
-per-layer policy). A non-finite loss raises :class:`~bioplaus.errors.DivergedError` (the run is
+``target_every`` steps; ε as in [`schedules`][bioplaus.tasks.rl.schedules]. One runner epoch is ``steps_per_epoch``
+environment steps, after which [`DQNTask.evaluate`][bioplaus.tasks.rl.dqn.DQNTask.evaluate] runs ``eval_episodes``
+episodes with ε = 0.05 for the full net and, per layer ``i``, for the mean of layers ``0..i`` (the paper's
+per-layer policy). A non-finite loss raises `DivergedError` (the run is
 reported as diverged). The official "parallel universe" env copies (P10) are not run.
 """
 
@@ -175,7 +177,7 @@ class DQNTask(Task):
     """DQN-style RL on a Gymnasium / MinAtar environment: AD, its BP twin, MLP-DQN (module docstring).
 
     Args:
-        env: environment name (:func:`~bioplaus.tasks.rl.envs.make_env`).
+        env: environment name ([`make_env`][bioplaus.tasks.rl.envs.make_env]).
         env_options: keyword options of the environment.
         discretize: bang-bang actions for continuous-action environments (MuJoCo).
         batch_size: transitions per update (set by the runner).
@@ -317,7 +319,8 @@ class DQNTask(Task):
         return Context(loss=layer_losses.sum(), signals={"layer_losses": layer_losses})
 
     def batch_metrics(self, batch: SequenceBatch, outcome: Context) -> Metrics:
-        """Nothing per batch: the TD losses are averaged over the epoch in :meth:`epoch_metrics`."""
+        """Nothing per batch: the TD losses are averaged over the epoch in
+        [`epoch_metrics`][bioplaus.tasks.rl.dqn.DQNTask.epoch_metrics]."""
         self._run.losses.append(outcome.signal("layer_losses").detach())
         return {}, 0.0
 
@@ -340,7 +343,8 @@ class DQNTask(Task):
         return {} if self._run is None else {"run": dataclasses.replace(self._run, model=None)}
 
     def load_state_dict(self, state: Mapping[str, Any], model: nn.Module) -> None:
-        """Go on with the run saved by :meth:`state_dict`, now training ``model``."""
+        """Go on with the run saved by [`state_dict`][bioplaus.tasks.rl.dqn.DQNTask.state_dict], now training
+        ``model``."""
         run = state.get("run")
         self._run = None if run is None else dataclasses.replace(run, model=model)
 

@@ -4,9 +4,9 @@
   go to ``gymnasium.make``.
 - MinAtar (``MinAtar/Breakout-v1`` and the other four games, ``-v0`` or ``-v1``): gymnasium ≥ 1.0
   no longer loads MinAtar's plugin entry point, so the games are registered explicitly with
-  ``minatar.gym.register_envs()`` before ``make`` (research note, pitfall P11).
-- ``Corridor``: a small MDP for tests (research note, T5).
-- Continuous actions (MuJoCo) need ``discretize=True``: :class:`BangBang` replaces the ``Box``
+  ``minatar.gym.register_envs()`` before ``make``.
+- ``Corridor``: a small MDP for tests.
+- Continuous actions (MuJoCo) need ``discretize=True``: `BangBang` replaces the ``Box``
   action space by a ``Discrete`` one over the joint bang-bang actions.
 
 Gymnasium and MinAtar are imported here, at call time, so that ``import bioplaus`` works without
@@ -28,7 +28,7 @@ MINATAR = tuple(f"MinAtar/{game}-v1" for game in ("Asterix", "Breakout", "Freewa
 
 
 class Corridor:
-    """A corridor of ``n`` cells with one-hot observations (research note, T5).
+    """A corridor of ``n`` cells with one-hot observations.
 
     The agent starts in cell 0; action 1 moves right, action 0 left (a wall at cell 0). Reaching
     cell ``n - 1`` gives +1 and terminates; every other step gives ``-0.01``. Episodes are
@@ -73,7 +73,7 @@ def make_bang_bang(env: Any) -> Any:
     """Wrap a ``Box``-action Gymnasium env into one with ``Discrete(2^d)`` bang-bang actions.
 
     Our re-implementation of the discretisation the official AD code imports but does not ship
-    (``dmc2gym.make(..., discrete=True)``; research note §2.6, P12). The paper follows Seyde et
+    (``dmc2gym.make(..., discrete=True)``). The paper follows Seyde et
     al.'s bang-bang control; with AD's single discrete Q head the joint enumeration is the natural
     reading (HalfCheetah: ``2^6 = 64`` actions). Seyde et al.'s DecQN instead decomposes Q per
     dimension; we do not.
@@ -106,7 +106,7 @@ def make_env(name: str, *, discretize: bool = False, **options: Any) -> Any:
 
     Args:
         name: a Gymnasium id, a MinAtar id (``MinAtar/<Game>-v1``) or ``"Corridor"``.
-        discretize: wrap a continuous-action env in :func:`make_bang_bang`.
+        discretize: wrap a continuous-action env in [`make_bang_bang`][bioplaus.tasks.rl.envs.make_bang_bang].
         options: keyword arguments of the environment (``gymnasium.make`` kwargs, ``n`` for the corridor).
 
     Raises:

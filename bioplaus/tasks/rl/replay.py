@@ -9,14 +9,14 @@ continuous one).
 Transitions are stored as ``(s, a, r, s', terminated, truncated)`` in a ring of ``capacity``
 slots; the oldest one is overwritten when the ring is full.
 
-**Episode boundaries for sequences.** :meth:`ReplayBuffer.sample_sequences` returns, for each
-sampled transition ``t``, the observations ``s_{t-K}, …, s_t`` of the *same episode*. An episode
-ends at a transition that is ``terminated`` **or** ``truncated`` (a time limit). This differs from
-the official AD code (``TrajectoryReplayBuffer``), which cuts only at ``terminated`` and therefore
-lets a sequence reach back across a time limit into the previous episode (research note, pitfall
-P6). Steps before the episode start (or already overwritten) are *clamped* to the episode's first
-stored observation, as in the official buffer, and flagged in :attr:`SequenceBatch.valid`, so a
-consumer can restart its context from zeros there, as acting does at ``reset``.
+**Episode boundaries for sequences.**
+[`ReplayBuffer.sample_sequences`][bioplaus.tasks.rl.replay.ReplayBuffer.sample_sequences] returns, for each sampled
+transition ``t``, the observations ``s_{t-K}, …, s_t`` of the *same episode*. An episode ends at a transition that is
+``terminated`` **or** ``truncated`` (a time limit). This differs from the official AD code
+(``TrajectoryReplayBuffer``), which cuts only at ``terminated`` and therefore lets a sequence reach back across a time
+limit into the previous episode. Steps before the episode start (or already overwritten)
+are *clamped* to the episode's first stored observation, as in the official buffer, and flagged in
+`SequenceBatch.valid`, so a consumer can restart its context from zeros there, as acting does at ``reset``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 r"""Exploration and target-network schedules of DQN-style agents (CleanRL / official AD code).
 
 ε decays linearly from ``start`` to ``end`` over ``duration`` steps counted from
-``learning_starts`` (the official ``linear_schedule``; research note T4):
+``learning_starts`` (the official ``linear_schedule``):
 
-.. math::
-    \varepsilon(t) = \max\Big(\frac{\text{end} - \text{start}}{D}\,\max(t - t_0, 0) + \text{start},\
-    \text{end}\Big).
+$$
+\varepsilon(t) = \max\Big(\frac{\text{end} - \text{start}}{D}\,\max(t - t_0, 0) + \text{start},\
+\text{end}\Big).
+$$
 
 The target network is a hard copy of the online network every ``every`` environment steps once
 learning has started (``tau = 1``).

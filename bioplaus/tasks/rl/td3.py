@@ -1,37 +1,39 @@
 r"""The task ``td3``: TD3 (Fujimoto et al., ICML 2018) trains a spiking PopSAN actor against a deep twin critic.
 
-The PopSAN/BDETT setup (``shared/research/bdett.md`` §2.2, the PopSAN repository's defaults):
+The PopSAN/BDETT setup (the PopSAN repository's defaults):
 actor lr 1e-4, critic lr 1e-3 (Adam), batch 100, γ = 0.99, Polyak 0.995, uniform random
 actions for the first ``start_steps``, Gaussian exploration noise 0.1·a_max, target policy
 smoothing noise 0.2·a_max clipped to 0.5·a_max, policy delay 2, one update per environment step
-(done in bursts of ``update_every``). Per update, with twin critics :math:`Q_{1,2}`, target
-networks :math:`\bar Q_{1,2}, \bar\mu` and :math:`\tilde a' = \operatorname{clip}(\bar\mu(s')
-+ \operatorname{clip}(\epsilon, -c, c), -a_{\max}, a_{\max})`:
+(done in bursts of ``update_every``). Per update, with twin critics $Q_{1,2}$, target
+networks $\bar Q_{1,2}, \bar\mu$ and $\tilde a' = \operatorname{clip}(\bar\mu(s')
++ \operatorname{clip}(\epsilon, -c, c), -a_{\max}, a_{\max})$:
 
-.. math::
-
-    y &= r + \gamma (1 - d) \min_k \bar Q_k(s', \tilde a'), \qquad
-    L_Q = \textstyle\sum_k \operatorname{mean}(Q_k(s, a) - y)^2\\
-    L_\mu &= -\operatorname{mean} Q_1(s, \mu(s)) \quad\text{(every ``policy_delay`` updates)},
-    \qquad \bar\theta \leftarrow \rho \bar\theta + (1 - \rho)\theta
+$$
+\begin{aligned}
+y &= r + \gamma (1 - d) \min_k \bar Q_k(s', \tilde a'), \qquad
+L_Q = \textstyle\sum_k \operatorname{mean}(Q_k(s, a) - y)^2\\
+L_\mu &= -\operatorname{mean} Q_1(s, \mu(s)) \quad\text{(every ``policy_delay`` updates)},
+\qquad \bar\theta \leftarrow \rho \bar\theta + (1 - \rho)\theta
+\end{aligned}
+$$
 
 ``d`` is ``terminated`` only: a time-limit truncation bootstraps. Observations are normalised by
-the actor's :class:`~bioplaus.nets.popsan.RunningNorm`, whose statistics are collected from the
+the actor's [`RunningNorm`][bioplaus.nets.popsan.RunningNorm], whose statistics are collected from the
 observations of the first ``update_after`` (random-action) steps and then frozen (the official
 code froze them too); the critic sees the same normalised observations.
 
 **Who trains what.** The model of a run is the *actor* μ (model ``popsan``): the runner
-(:func:`bioplaus.runner.train_step`) zeroes its gradients, the rule (normally ``bp``) writes them
-from the context ``ctx.loss = L_μ``, and the runner checks the loss and steps the actor's
+([`bioplaus.runner.train_step`][bioplaus.runner.training.train_step]) zeroes its gradients, the rule (normally ``bp``)
+writes them from the context ``ctx.loss = L_μ``, and the runner checks the loss and steps the actor's
 optimizer. The critic, the target networks, the replay buffer, exploration and the environment
 are the task's per-run state, on the environment's side of the seam: to the actor the critic is
 a learned loss function, and the question BDETT asks is about the spiking actor. The critic is
 a deep ANN (PopSAN's "deep critic") trained by its TD regression ``L_Q`` with its own Adam inside
-:meth:`TD3Task.batches`; letting the rule under study train it too would change two networks at
-once, and a run trains one model.
+[`TD3Task.batches`][bioplaus.tasks.rl.td3.TD3Task.batches]; letting the rule under study train it too would change two
+networks at once, and a run trains one model.
 
-**One update, in today's order.** :meth:`TD3Task.batches` runs the environment; at every update
-it samples a batch and steps the critic, and every ``policy_delay``-th update it *yields* that
+**One update, in today's order.** [`TD3Task.batches`][bioplaus.tasks.rl.td3.TD3Task.batches] runs the environment; at
+every update it samples a batch and steps the critic, and every ``policy_delay``-th update it *yields* that
 batch: the runner takes the actor step on it, then the generator goes on with the Polyak update
 of both targets (critic step, actor step, Polyak, all on one batch, as TD3 does). One runner
 epoch is ``steps_per_epoch`` environment steps (the budget is epochs × ``steps_per_epoch``),
@@ -42,12 +44,12 @@ followed by a deterministic evaluation of ``eval_episodes`` episodes (reset seed
 **Random streams.** The run's generator (seeded with the run's seed) draws, in order within each
 step, the random actions, the exploration noise, the replay indices and the target smoothing
 noise; the training environment's first reset uses the generator's seed. The critic is built
-from torch's global generator in :meth:`TD3Task.prepare`, right after the actor, so every rule of
-a seed meets the same critic. A non-finite critic or actor loss raises
-:class:`~bioplaus.errors.DivergedError` (the runner reports the run as diverged).
+from torch's global generator in [`TD3Task.prepare`][bioplaus.tasks.rl.td3.TD3Task.prepare], right after the actor, so
+every rule of a seed meets the same critic. A non-finite critic or actor loss raises
+`DivergedError` (the runner reports the run as diverged).
 
-**Checkpoints.** :meth:`TD3Task.state_dict` holds the critic, the targets and the critic's
-optimizer (their state dicts), the replay buffer, the counters and the environment as its reset
+**Checkpoints.** [`TD3Task.state_dict`][bioplaus.tasks.rl.td3.TD3Task.state_dict] holds the critic, the targets and the
+critic's optimizer (their state dicts), the replay buffer, the counters and the environment as its reset
 seed and the actions sent to it: loading replays them, which rebuilds any deterministic
 environment exactly (MuJoCo's state, warm starts included, does not survive a pickle). With the
 runner's checkpoint of the actor, its optimizer and the generator, a resumed run equals an
@@ -149,7 +151,8 @@ def make_continuous_env(name: str, **options: Any) -> Any:
 
 
 _MODULES = ("critic", "actor_target", "critic_target", "critic_opt")
-"""The per-run modules and optimizer that :meth:`TD3Task.state_dict` saves by their ``state_dict``."""
+"""The per-run modules and optimizer that [`TD3Task.state_dict`][bioplaus.tasks.rl.td3.TD3Task.state_dict] saves by
+their ``state_dict``."""
 
 
 @dataclass
@@ -186,7 +189,7 @@ class TD3Task(Task):
     """TD3 on a continuous-action Gymnasium environment; the runner trains the actor (module docstring).
 
     Args:
-        env: Gymnasium id (:func:`make_continuous_env`).
+        env: Gymnasium id ([`make_continuous_env`][bioplaus.tasks.rl.td3.make_continuous_env]).
         env_options: keyword options of the environment.
         batch_size: transitions per update (set by the runner; PopSAN: 100).
         device: torch device (set by the runner); TD3 runs on the CPU.
@@ -198,8 +201,9 @@ class TD3Task(Task):
             (any capacity of at least the budget draws the same samples).
         gamma: discount.
         polyak: target-network averaging factor ``ρ``.
-        actor_lr: learning rate of the actor's Adam, the run's optimizer (:meth:`optimizer`; the
-            run's ``optimizer`` and ``lr`` settings do not apply to this task).
+        actor_lr: learning rate of the actor's Adam, the run's optimizer
+            ([`optimizer`][bioplaus.tasks.rl.td3.TD3Task.optimizer]; the run's ``optimizer`` and ``lr`` settings do not
+            apply to this task).
         critic_lr: learning rate of the critic's Adam.
         act_noise: exploration noise std, as a fraction of ``a_max``.
         target_noise: target smoothing noise std, fraction of ``a_max``.
@@ -420,7 +424,8 @@ class TD3Task(Task):
 
         The runner takes the actor step on the yielded batch before the loop goes on with the
         Polyak update. The first call for a model starts its run: a fresh environment reset with
-        the generator's seed, an empty buffer (the critic and the targets come from :meth:`prepare`).
+        the generator's seed, an empty buffer (the critic and the targets come from
+        [`prepare`][bioplaus.tasks.rl.td3.TD3Task.prepare]).
 
         Raises:
             DivergedError: when the critic loss becomes non-finite.
@@ -498,7 +503,7 @@ class TD3Task(Task):
         return {"run": saved, **{name: getattr(run, name).state_dict() for name in _MODULES}}
 
     def load_state_dict(self, state: Mapping[str, Any], model: nn.Module) -> None:
-        """Go on with the run saved by :meth:`state_dict`, now training ``model``.
+        """Go on with the run saved by [`state_dict`][bioplaus.tasks.rl.td3.TD3Task.state_dict], now training ``model``.
 
         The environment is rebuilt by replaying the saved actions from its seeded reset.
 
