@@ -106,7 +106,11 @@ def _add_sweep_commands(sub: Any) -> None:
     sw.add_argument("--seeds", type=int, help="number of seeds (0 … N-1); default: the config's")
     sw.add_argument("--workers", type=int, help="runs at a time; default: the number of CPU cores")
     sw.add_argument("--backend", choices=("local", "ray"), default="local", help="local process pool or Ray")
-    sw.add_argument("--address", help="Ray cluster to join (auto, ray://HOST:10001); default: start a local one")
+    sw.add_argument(
+        "--address",
+        help="Ray cluster to join (auto, ray://HOST:10001; it must answer within $BIOPLAUS_RAY_TIMEOUT s, default 5); "
+        "default: start a local one (Ray's ports are open to the network; it warns without token authentication)",
+    )
     sw.add_argument("--retry-failed", dest="retry_failed", action="store_true", help="run failed runs again")
     sw.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events into each run folder")
     _add_common(sw, out_help="results folder (default runs/sweep-CONFIG); run again with the same one to resume")

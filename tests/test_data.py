@@ -304,12 +304,15 @@ def test_cifar10_binary_layout(tmp_path: Path) -> None:
     _check_cifar(load_cifar10(root=tmp_path), batches)
 
 
-def test_cifar10_python_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar10_python_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protocol: int) -> None:
+    """Python batches load whichever protocol pickled them (the originals are protocol 2, from Python 2)."""
     batches = _cifar_batches()
     folder = tmp_path / "cifar10"
     folder.mkdir()
     for name, (x, y) in batches.items():
-        (folder / name).write_bytes(pickle.dumps({b"data": x, b"labels": y.tolist(), b"batch_label": b"x"}))
+        batch = {b"data": x, b"labels": y.tolist(), b"batch_label": b"x", b"filenames": [b"a.png"] * len(y)}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=protocol))
     monkeypatch.setenv("BIOPLAUS_DATA", str(tmp_path))
     _check_cifar(load_cifar10(), batches)
 
@@ -326,6 +329,28 @@ def test_cifar10_bad_files(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cannot unpickle") as info:
         load_cifar10(root=tmp_path / "py")
     assert "data_batch_1" in str(info.value)
+
+
+class _Planted:
+    """Pickles as a call of ``os.system``: what a crafted batch could run."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (self.command,)
+
+
+def test_cifar10_crafted_pickle_runs_nothing(tmp_path: Path) -> None:
+    """A python batch whose pickle calls os.system fails with a clear error before anything runs."""
+    marker = tmp_path / "ran"
+    folder = _touch(tmp_path / "py", *_BATCHES)
+    for name in _BATCHES:
+        crafted = {b"data": _Planted(f"touch {marker}"), b"labels": [0]}
+        (folder / name).write_bytes(pickle.dumps(crafted, protocol=2))
+    with pytest.raises(DataError, match=r"refusing to load (posix|nt)\.system") as info:
+        load_cifar10(root=folder)
+    assert "data_batch_1" in str(info.value) and not marker.exists()
 
 
 def test_missing_cifar10_says_how_to_get_it(tmp_path: Path) -> None:

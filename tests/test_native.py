@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import stat
 
 import pytest
 import torch
@@ -204,10 +206,11 @@ def test_compiled_once_into_the_cache(fresh_native):
     """The first load compiles into the cache folder; a later process (here: after clear) reuses the file."""
     assert native.load("bdett") is not None
     built = sorted(fresh_native.glob("bdett-*"))
-    assert len(built) == 1 and "compiled with" in native.status()["bdett"]
+    assert len(built) == 2 and "compiled with" in native.status()["bdett"]  # the library and its hash
     stamp = built[0].stat().st_mtime_ns
     native.clear()
     assert native.load("bdett") is not None and built[0].stat().st_mtime_ns == stamp
+    assert built[1].name == built[0].name + ".sha256"
     assert sorted(fresh_native.glob("*")) == built  # no scratch files left behind
 
 
@@ -279,3 +282,65 @@ def test_an_operator_that_does_not_build_is_reported(monkeypatch, fresh_native, 
     assert "failed" in native.status()["broken"] and "broken.cpp" in native.status()["broken"]
     assert native.load_op("missing", ("kernel",)) is False  # no source at all
     assert "unavailable" in native.status()["missing"]
+
+
+def _planted(folder, mode: int) -> None:
+    """A folder holding a 'library' someone else could have written, with the given mode."""
+    folder.mkdir(parents=True)
+    (folder / "bdett-planted.so").write_bytes(b"not ours")
+    folder.chmod(mode)
+
+
+def test_a_new_cache_folder_is_private(fresh_native):
+    """The cache folder is created with mode 0700 whatever the umask."""
+    old = os.umask(0o002)
+    try:
+        native._private_folder(fresh_native)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(fresh_native.stat().st_mode) == 0o700
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX owners and modes")
+def test_a_folder_others_may_write_is_refused(monkeypatch, fresh_native, tmp_path):
+    """A world- or group-writable cache folder (as a planted /tmp folder would be) is refused with a clear
+    warning and never loaded from: with no other folder, the kernel is unavailable and the status says why."""
+    _planted(fresh_native, 0o777)
+    monkeypatch.setattr(native, "_folders", lambda: [fresh_native])
+    loads = []
+    monkeypatch.setattr(native.ctypes, "CDLL", lambda path: loads.append(path))
+    with pytest.warns(RuntimeWarning, match="refusing the kernel cache folder .*writable by group or others"):
+        assert native.load("bdett") is None
+    assert loads == [] and "chmod 700" in native.status()["bdett"]
+    with pytest.raises(ConfigError, match="refusing the kernel cache folder"):
+        native._private_folder(fresh_native)
+    fresh_native.chmod(0o770)
+    with pytest.raises(ConfigError, match="mode 770"):
+        native._private_folder(fresh_native)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX owners and modes")
+def test_a_folder_another_user_owns_is_refused(monkeypatch, fresh_native):
+    _planted(fresh_native, 0o700)
+    monkeypatch.setattr(native.os, "getuid", lambda: fresh_native.stat().st_uid + 1)
+    with pytest.raises(ConfigError, match="owned by user id .* not by you"):
+        native._private_folder(fresh_native)
+
+
+@needs_kernel
+@pytest.mark.parametrize("damage", ["truncate", "hash"])
+def test_a_damaged_library_is_rebuilt(fresh_native, damage):
+    """A library cut short (it would crash every use with a bus error) or one whose stored hash does not match
+    is rebuilt, not loaded."""
+    assert native.load("bdett") is not None
+    (library,) = fresh_native.glob("bdett-*.so")
+    digest = native._hash_file(library)
+    assert digest.read_text().strip() == native._digest(library)
+    whole = library.read_bytes()
+    if damage == "truncate":
+        library.write_bytes(whole[: len(whole) // 3])
+    else:
+        digest.write_text("0" * 64 + "\n")
+    native.clear()
+    assert native.load("bdett") is not None
+    assert library.read_bytes() == whole and digest.read_text().strip() == native._digest(library)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +19,7 @@ from cli_helpers import run_cli as cli
 import bioplaus
 from bioplaus.errors import ConfigError
 from bioplaus.rules._registry import RULES
+from bioplaus.runner import ray_session
 from bioplaus.runner.sweep_backends import WORKER_DIED
 from bioplaus.runner.sweep_grid import expand, grid_from_table, parse_grid_option, split_values
 
@@ -270,20 +273,85 @@ def test_sigkill_at_any_point_then_resume_runs_everything_exactly_once(tmp_path)
 # --- backends and options -------------------------------------------------------------------------
 
 
-def test_ray_backend_gives_the_local_results(tmp_path):
+def test_ray_backend_gives_the_local_results(tmp_path, monkeypatch):
+    """The Ray backend starts its own local instance (loopback, token authentication: no warning) and gives the
+    local pool's results bit for bit."""
     ray = pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # Ray sets it in this process; restored afterwards
     kwargs = dict(rules=["bp", "dfa"], seeds=2, threads=1, progress=False)
     local = bioplaus.sweep(SMALL, **kwargs, out=tmp_path / "local", workers=2)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        remote = bioplaus.sweep(SMALL, **kwargs, out=tmp_path / "ray", backend="ray")
-    finally:
-        ray.shutdown()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        remote = bioplaus.sweep(SMALL, **kwargs, out=tmp_path / "ray", backend="ray", workers=2)
+    assert not ray.is_initialized()
+    if os.environ.get("RAY_AUTH_MODE") == "token":  # recent Ray
+        assert not [w for w in caught if "without token authentication" in str(w.message)]
     assert remote["status"].eq("done").all()
     pd.testing.assert_frame_equal(
         local[["run_id", *local.attrs["metrics"]]], remote[["run_id", *remote.attrs["metrics"]]]
     )
     assert metric_files(tmp_path / "local") == metric_files(tmp_path / "ray")
+
+
+def test_an_unreachable_ray_address_fails_fast_with_one_line(capsys, tmp_path):
+    pytest.importorskip("ray")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "sweep.toml"
+    config.write_text('task = "digits"\nrules = ["bp"]\nepochs = 1\n')
+    start = time.monotonic()
+    code, out, err = cli(
+        capsys, "sweep", str(config), "--out", str(tmp_path / "out"), "--quiet", "--backend", "ray",
+        "--address", f"ray://127.0.0.1:{port}",
+    )  # fmt: skip
+    assert code == 2 and time.monotonic() - start < 30
+    assert err.startswith(f"bioplaus: error: cannot reach the Ray cluster at ray://127.0.0.1:{port} within 5 s")
+    assert err.count("\n") == 1 and "BIOPLAUS_RAY_TIMEOUT" in err
+
+
+class _FakeRay:
+    """Records what ``ray.init`` is called with."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def init(self, **options) -> None:
+        self.calls.append(options)
+
+
+def test_ray_connection_timeout_is_configurable(monkeypatch):
+    timeouts = []
+
+    def silent(target, timeout):
+        timeouts.append(timeout)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(ray_session.socket, "create_connection", silent)
+    monkeypatch.setenv("BIOPLAUS_RAY_TIMEOUT", "0.25")
+    fake = _FakeRay()
+    with pytest.raises(ConfigError, match=r"cannot reach the Ray cluster at head:6379 within 0.25 s \(timed out\)"):
+        ray_session.start_or_join(fake, "head:6379", 2)
+    assert timeouts == [0.25] and fake.calls == []
+    ray_session.start_or_join(fake, "auto", 2)  # resolved by Ray itself: not probed
+    assert fake.calls == [{"address": "auto", "log_to_driver": False}]
+    monkeypatch.setenv("BIOPLAUS_RAY_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="BIOPLAUS_RAY_TIMEOUT='soon' must be a positive number of seconds"):
+        ray_session.start_or_join(fake, "head:6379", 2)
+
+
+@pytest.mark.parametrize("mode", ["token", "disabled"])
+def test_a_local_ray_instance_is_kept_to_loopback_and_warns_without_authentication(monkeypatch, mode):
+    monkeypatch.setenv("RAY_AUTH_MODE", mode)
+    fake = _FakeRay()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ray_session.start_or_join(fake, None, 3)
+    assert fake.calls == [
+        {"num_cpus": 3, "include_dashboard": False, "_node_ip_address": "127.0.0.1", "log_to_driver": False}
+    ]
+    messages = [str(w.message) for w in caught]
+    assert messages == ([] if mode == "token" else [ray_session.UNAUTHENTICATED])
 
 
 def test_missing_optional_packages_are_named_with_the_extra(monkeypatch, tmp_path):

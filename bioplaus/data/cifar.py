@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from bioplaus.data.locate import (
     resolve_file,
 )
 from bioplaus.data.payload import data_error, read_payload
+from bioplaus.data.restricted_pickle import restricted_loads
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -95,10 +95,12 @@ def _read_binary(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_python(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a python batch: a pickled dict with keys ``b"data"`` (N, 3072) and ``b"labels"``."""
+    """Read a python batch: a pickled dict with keys ``b"data"`` (N, 3072) and ``b"labels"``, unpickled with
+    :func:`~bioplaus.data.restricted_pickle.restricted_loads` (a pickle that names anything but builtin values
+    and numpy arrays is refused, so a crafted batch runs no code)."""
     payload = read_payload(path, CIFAR10_HINT)
     try:
-        batch = pickle.loads(payload, encoding="bytes")
+        batch = restricted_loads(payload)
     except Exception as exc:  # a corrupt pickle can raise almost any exception
         raise data_error(path, f"cannot unpickle the batch ({type(exc).__name__}: {exc})", CIFAR10_HINT) from exc
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
@@ -134,8 +136,8 @@ def load_cifar10(*, root: str | os.PathLike[str] | None = None) -> Dataset:
     ``cifar-10-batches-py`` subfolder. Without ``root`` the folders tried are
     ``$BIOPLAUS_DATA/cifar10``, ``$BIOPLAUS_DATA`` and ``~/.cache/bioplaus/cifar10``.
 
-    The python version is unpickled, and unpickling can run arbitrary code: only load files
-    you trust (the binary version has no such risk).
+    The python version is unpickled with an unpickler that accepts only builtin values and numpy
+    arrays, so a crafted batch fails with ``DataError`` instead of running code.
 
     Args:
         root: A folder holding the batches (or ``root/cifar10`` holding them). If given, no
@@ -147,7 +149,8 @@ def load_cifar10(*, root: str | os.PathLike[str] | None = None) -> Dataset:
     Raises:
         DataError: If no folder holds the batches (the message lists the folders tried and how to
             get the data), or if a batch is corrupt: a binary batch whose size is not a multiple
-            of 3073 bytes, an unreadable pickle, or labels outside 0..9.
+            of 3073 bytes, an unreadable pickle or one that names anything but builtin values and
+            numpy arrays, or labels outside 0..9.
     """
     folder, version = _find_folder(root)
     x_train, y_train = _read_batches(folder, version, _BATCHES[:-1])

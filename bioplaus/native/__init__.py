@@ -9,6 +9,10 @@ the same arithmetic in one pass. Each kernel is an optional accelerator, never a
   (``$BIOPLAUS_CACHE_DIR``, else ``$XDG_CACHE_HOME/bioplaus``, else ``~/.cache/bioplaus``, else the
   temporary folder), under a name that hashes the source and headers, the flags, the compiler and this CPU, so
   a shared home folder never hands one machine's binary to another;
+* a cache folder is created private (mode 0700), and one that another user owns or that group or others may
+  write is refused with a warning (a library planted there would run in this process); each library is stored
+  with its SHA-256, written to disk before the library is renamed into place, and one that does not match
+  (cut short by a crash, or changed) is rebuilt;
 * compilation takes well under a second, happens once per source and machine, and is safe when
   several processes (``pytest -n``, sweeps) race for it;
 * where no compiler works, or ``BIOPLAUS_NATIVE=0`` is set, [`load`][bioplaus.native.load] returns ``None`` and the
@@ -31,8 +35,10 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -102,23 +108,123 @@ def _version(compiler: str) -> str:
     return subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
 
 
+def _owner_problem(path: Path, info: os.stat_result) -> str | None:
+    """Why ``path`` (a cache folder or a library in one) may hold code someone else wrote, or ``None``."""
+    if os.name == "nt":  # no POSIX owners or modes to check
+        return None
+    if info.st_uid != os.getuid():
+        return f"owned by user id {info.st_uid}, not by you (user id {os.getuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def _private_folder(folder: Path) -> None:
+    """Create ``folder`` (mode 0700) if absent; refuse one that another user owns or others may write.
+
+    A compiled kernel is loaded into this process and run, so a folder in which another user could plant
+    or replace a library is never used: ``ConfigError`` names it and the fix.
+    """
+    if not folder.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(mode=0o700)
+            folder.chmod(0o700)  # mkdir's mode is filtered by the umask
+        except FileExistsError:  # a racing process created it: checked below like any other
+            pass
+    info = folder.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise NotADirectoryError(f"{folder} is not a folder")
+    problem = _owner_problem(folder, info)
+    if problem:
+        raise ConfigError(
+            f"refusing the kernel cache folder {folder}: it is {problem}, so a library in it may not be ours; "
+            f"remove it, or run chmod 700 {folder} if you own it and trust its contents, "
+            "or set BIOPLAUS_CACHE_DIR to a private folder"
+        )
+
+
+def _digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _hash_file(library: Path) -> Path:
+    """Where the SHA-256 of a cached library is stored: beside it, as ``<library>.sha256``."""
+    return library.with_name(library.name + ".sha256")
+
+
+def _verified(library: Path) -> bool:
+    """Whether the cached ``library`` is whole: private to this user and matching its stored SHA-256.
+
+    A library cut short (a crash or full disk during an earlier build) or changed since fails, and is rebuilt.
+    """
+    try:
+        if _owner_problem(library, library.stat()):
+            return False
+        return _hash_file(library).read_text().strip() == _digest(library)
+    except OSError:  # no library, or no hash (a library from before hashes were stored)
+        return False
+
+
+def _durable_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and flush it to disk before returning."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _install(built: Path, target: Path) -> None:
+    """Move the library ``built`` (in a scratch folder beside ``target``) into place with its hash.
+
+    The hash file is written, flushed to disk and renamed into place before the library is, and the library is
+    flushed before its own atomic rename, so a crash leaves no library, or one whose hash does not match
+    (rebuilt on the next use), never a truncated library taken for a whole one.
+    """
+    with open(built, "rb") as handle:
+        os.fsync(handle.fileno())
+    scratch_hash = built.with_name(built.name + ".sha256")
+    _durable_write(scratch_hash, (_digest(built) + "\n").encode())
+    os.replace(scratch_hash, _hash_file(target))
+    os.replace(built, target)
+    if hasattr(os, "O_DIRECTORY"):  # make the renames durable too
+        folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
 def _build(
     stem: str, identity: list[str], commands: Callable[[Path, Path], list[list[str]]], folders: list[Path]
 ) -> Path:
-    """The cached library ``<stem>-<hash of identity>`` in the first writable folder, built there if absent.
+    """The cached library ``<stem>-<hash of identity>`` in the first private, writable folder, built there
+    unless a verified copy is present (:func:`_verified`).
 
     ``commands(scratch, target)`` lists the commands that build ``target`` in the ``scratch`` folder; the
-    result is moved into place atomically, so a racing process sees no file or a whole one.
+    result is moved into place atomically with its hash (:func:`_install`), so a racing process sees no file
+    or a whole one. A folder that is not private (:func:`_private_folder`) is skipped with a warning.
     """
     headers = [header.read_text() for header in sorted(SOURCE_DIR.glob("*.h"))]
     key = hashlib.sha256("\0".join([*identity, *headers, _cpu_identity()]).encode()).hexdigest()
     errors = []
     for folder in folders:
         target = folder / f"{stem}-{key[:16]}{'.dylib' if platform.system() == 'Darwin' else '.so'}"
-        if target.exists():
-            return target
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            _private_folder(folder)
+        except ConfigError as err:
+            warnings.warn(str(err), RuntimeWarning, stacklevel=2)
+            errors.append(str(err))
+            continue
+        except OSError as err:  # an unwritable cache folder: try the next one
+            errors.append(f"{folder}: {err}")
+            continue
+        if _verified(target):
+            return target
+        if target.exists():
+            _log.warning("%s does not match its stored hash: rebuilding it", target)
+        try:
             _log.info("compiling %s into %s (once per machine and source)", stem, folder)
             with tempfile.TemporaryDirectory(dir=folder) as scratch:
                 built = Path(scratch) / target.name
@@ -126,11 +232,11 @@ def _build(
                     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
                     if done.returncode != 0:
                         raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")
-                os.replace(built, target)
+                _install(built, target)
             return target
         except OSError as err:  # an unwritable cache folder: try the next one
             errors.append(f"{folder}: {err}")
-    raise RuntimeError("no writable folder for compiled kernels: " + "; ".join(errors))
+    raise RuntimeError("no private, writable folder for compiled kernels: " + "; ".join(errors))
 
 
 def _folders() -> list[Path]:

@@ -16,6 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from bioplaus.errors import BioplausError, ConfigError
+from bioplaus.runner.ray_session import start_or_join
 from bioplaus.runner.store import Store, now
 from bioplaus.runner.sweep_run import RunTask, execute
 
@@ -123,15 +124,15 @@ def run_ray(tasks: Sequence[RunTask], on_result: OnResult, address: str | None, 
     """Run each task as a Ray task (one CPU per torch thread; one GPU for runs on CUDA).
 
     Joins a running Ray session if this process has one, else connects to ``address``
-    (``auto``, ``ray://host:10001``, …) or, with no address, starts a local Ray instance with
-    ``workers`` CPUs that is shut down at the end. The results directory must be on a file
-    system that every node sees.
+    (``auto``, ``ray://host:10001``, …; a cluster that does not answer within a few seconds is a
+    ``ConfigError``) or, with no address, starts a local Ray instance with ``workers`` CPUs that is
+    shut down at the end (see :func:`~bioplaus.runner.ray_session.start_or_join`). The results
+    directory must be on a file system that every node sees.
     """
     ray = import_ray()
     started = not ray.is_initialized()
     if started:
-        options = {"address": address} if address else {"num_cpus": workers, "include_dashboard": False}
-        ray.init(**options, log_to_driver=False)
+        start_or_join(ray, address, workers)
     try:
         remote = ray.remote(execute)
         refs = {
