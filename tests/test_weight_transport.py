@@ -131,13 +131,10 @@ def test_weight_mirror_drives_b_to_w(layer_kind):
     model = torch.nn.Sequential(layer)
     rule = rules.get("weight_mirror", mirror_batch=64, mirror_lr=0.01)
     rule.attach(model)
-    opt = torch.optim.SGD(rule.param_groups(model), lr=0.0)  # W stays; B learns at mirror_lr
     model(x)
     angles = []
     for _ in range(400):
-        opt.zero_grad(set_to_none=True)
         rule.mirror(model)
-        opt.step()
         angles.append(feedback_geometry(model)["feedback_angle/0"])
     ratio = feedback_geometry(model)["feedback_norm_ratio/0"]
     assert angles[0] > 60 and angles[50] < angles[0] and angles[-1] < 5.0, angles[::50]

@@ -96,7 +96,7 @@ def _read_binary(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_python(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a python batch: a pickled dict with keys ``b"data"`` (N, 3072) and ``b"labels"``, unpickled with
-    :func:`~bioplaus.data.restricted_pickle.restricted_loads` (a pickle that names anything but builtin values
+    `bioplaus.data.restricted_pickle.restricted_loads` (a pickle that names anything but builtin values
     and numpy arrays is refused, so a crafted batch runs no code)."""
     payload = read_payload(path, CIFAR10_HINT)
     try:

@@ -200,11 +200,11 @@ def _build(
     stem: str, identity: list[str], commands: Callable[[Path, Path], list[list[str]]], folders: list[Path]
 ) -> Path:
     """The cached library ``<stem>-<hash of identity>`` in the first private, writable folder, built there
-    unless a verified copy is present (:func:`_verified`).
+    unless a verified copy is present (`_verified`).
 
     ``commands(scratch, target)`` lists the commands that build ``target`` in the ``scratch`` folder; the
-    result is moved into place atomically with its hash (:func:`_install`), so a racing process sees no file
-    or a whole one. A folder that is not private (:func:`_private_folder`) is skipped with a warning.
+    result is moved into place atomically with its hash (`_install`), so a racing process sees no file
+    or a whole one. A folder that is not private (`_private_folder`) is skipped with a warning.
     """
     headers = [header.read_text() for header in sorted(SOURCE_DIR.glob("*.h"))]
     key = hashlib.sha256("\0".join([*identity, *headers, _cpu_identity()]).encode()).hexdigest()

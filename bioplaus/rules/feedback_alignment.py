@@ -25,7 +25,7 @@ class FeedbackAlignment(LayerFeedbackRule):
     ``B ~ U(−s/√fan_in, s/√fan_in)`` (fan_in: the weights feeding one output value). The output
     layer's weight gradient is exact; the feedback matrices are buffers of the rule's
     [`state`][bioplaus.core.rule.Rule.state] (moved by ``rule.to``, saved by ``rule.state_dict``);
-    [`feedback`][bioplaus.rules.feedback_alignment.FeedbackAlignment.feedback] gives them by layer name, and they can
+    [`feedback`][bioplaus.rules.layer_feedback.LayerFeedbackRule.feedback] gives them by layer name, and they can
     be replaced in place. Attaching again to a model whose layers have matrices of the right shapes keeps them. Works
     for every layer kind in `bioplaus.core` (linear, conv, locally connected): the weight-transport
     swap is done by [`FeedbackTransform`][bioplaus.core.weight_ops.FeedbackTransform], so a step costs the same as BP.

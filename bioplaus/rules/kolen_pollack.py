@@ -41,13 +41,13 @@ class KolenPollack(LayerFeedbackRule):
 
     The rule writes `B.grad = W.grad` (this update's share, so accumulation works) and leaves the
     step to the optimizer: `B` is a parameter of the rule's state and sits in the same
-    parameter group as `W` ([param_groups][bioplaus.rules.KolenPollack.param_groups]), so the
+    parameter group as `W` ([param_groups][bioplaus.rules.kolen_pollack.KolenPollack.param_groups]), so the
     learning rate, momentum, schedule and decay are the same, and gradient clipping scales both
     alike (the runner clips over every parameter the optimizer holds). The updates are equal
     only for optimizers whose step depends on the gradient and a decoupled decay: SGD (with or
     without momentum) and AdamW. Adam or RMSprop with weight decay add `λW` to the gradient
     before normalising it per entry, so `W − B` no longer decays geometrically (measured about
-    four times slower on a small MLP): [check_optimizer][bioplaus.rules.KolenPollack.check_optimizer]
+    four times slower on a small MLP): [check_optimizer][bioplaus.rules.kolen_pollack.KolenPollack.check_optimizer]
     refuses them. Biases have no feedback counterpart.
 
     Args:

@@ -64,7 +64,7 @@ class LayerFeedbackRule(Backprop):
     """Base class: backprop with each layer's error sent down through the rule's own matrix `B`.
 
     Subclasses say whether `B` is learned (`learned = True`: the matrices are parameters of
-    the rule's state and appear in [param_groups][bioplaus.core.Rule.param_groups]) and how it
+    the rule's state and appear in [param_groups][bioplaus.core.rule.Rule.param_groups]) and how it
     changes; the forward weights are always trained with the error that arrived through the
     feedback path. The matrices live in the rule's state (moved by `rule.to`, saved in
     checkpoints); `feedback` gives them by layer name.

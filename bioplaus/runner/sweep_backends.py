@@ -126,7 +126,7 @@ def run_ray(tasks: Sequence[RunTask], on_result: OnResult, address: str | None, 
     Joins a running Ray session if this process has one, else connects to ``address``
     (``auto``, ``ray://host:10001``, …; a cluster that does not answer within a few seconds is a
     ``ConfigError``) or, with no address, starts a local Ray instance with ``workers`` CPUs that is
-    shut down at the end (see :func:`~bioplaus.runner.ray_session.start_or_join`). The results
+    shut down at the end (see `bioplaus.runner.ray_session.start_or_join`). The results
     directory must be on a file system that every node sees.
     """
     ray = import_ray()
