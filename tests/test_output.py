@@ -35,3 +35,21 @@ def test_unknown_entry_is_one_line_with_the_known_names(capsys, kind):
     code, out, err = run(capsys, kind, "nosuch")
     assert code == 2 and not out
     assert len(err.strip().splitlines()) == 1 and "unknown" in err and "known" in err and "'nosuch'" in err
+
+
+@pytest.mark.parametrize(
+    ("task", "model", "options", "named"),
+    [
+        ("rl", "mlp", {"steps_per_epoch": 100, "learning_starts": 500}, "task_options.learning_starts"),
+        ("td3", "popsan", {"env": "Pendulum-v1", "steps_per_epoch": 100, "update_after": 300}, "update_after"),
+    ],
+)
+def test_rl_budget_that_ends_before_learning_is_refused_before_training(task, model, options, named):
+    pytest.importorskip("gymnasium")
+    model_options = {"act_limit": 2.0} if model == "popsan" else {}
+    with pytest.raises(bioplaus.errors.ConfigError, match="before the first update") as err:
+        bioplaus.compare(
+            model=model, rules=["bp"], task=task, epochs=2, task_options=options, model_options=model_options,
+            progress=False,
+        )  # fmt: skip
+    assert named in str(err.value) and "epochs" in str(err.value)

@@ -317,6 +317,7 @@ def compare(
         make_model = model
 
     check_plan(task_obj, make_model, plan, cfg.model if isinstance(model, str) else None)
+    task_obj.check_budget(cfg.epochs)
     config = cfg.to_dict() | {
         "task": cfg.task if isinstance(task, str) else repr(task_obj),
         "model": cfg.model if isinstance(model, str) else getattr(model, "__qualname__", repr(model)),

@@ -76,6 +76,10 @@ class Task(ABC):
         """Raise ``ConfigError`` if this task cannot train ``model`` with ``rule`` for a reason the
         typed contract does not express (called before training; the default accepts)."""
 
+    def check_budget(self, epochs: int) -> None:  # noqa: B027 - an optional hook
+        """Raise ``ConfigError`` if ``epochs`` epochs of this task would end before its first update
+        (called before training; the default accepts)."""
+
     @abstractmethod
     def batches(self, model: nn.Module, generator: torch.Generator) -> Iterator[Any]:
         """The batches of one epoch; the runner applies one update per batch before asking for the next.

@@ -77,6 +77,7 @@ from bioplaus.tasks._registry import register
 from bioplaus.tasks.base import Metrics, Task
 from bioplaus.tasks.rl.evaluation import EvalResult, evaluate
 from bioplaus.tasks.rl.replay import ReplayBuffer, Transitions
+from bioplaus.tasks.rl.schedules import check_budget
 
 EVAL_SEED = 10**6
 """Evaluation episodes reset with seeds ``EVAL_SEED, EVAL_SEED + 1, …``."""
@@ -414,6 +415,16 @@ class TD3Task(Task):
                 p_t.mul_(rho).add_(p, alpha=1 - rho)
             for b, b_t in zip(net.buffers(), target.buffers(), strict=True):
                 b_t.copy_(b)
+
+    def check_budget(self, epochs: int) -> None:
+        """Raise ``ConfigError`` when the run ends before its first update (``update_after``, ``update_every``)."""
+        check_budget(
+            self.name,
+            epochs,
+            self.steps_per_epoch,
+            ("update_after", self.update_after),
+            ("update_every", self.update_every),
+        )
 
     def batches(self, model: nn.Module, generator: torch.Generator) -> Iterator[Transitions]:
         """Run ``steps_per_epoch`` environment steps and critic updates; yield a batch when an actor update is due.
