@@ -53,3 +53,25 @@ def test_rl_budget_that_ends_before_learning_is_refused_before_training(task, mo
             progress=False,
         )  # fmt: skip
     assert named in str(err.value) and "epochs" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("task", "options", "headline"),
+    [
+        ("digits", {}, ("test/accuracy",)),
+        ("delayed-recall", {"T": 5, "transfer": [2]}, ("test/accuracy", "test_T10/accuracy")),
+        ("adding", {"T": 5, "transfer": [2]}, ("test/loss", "test_T10/loss")),
+        ("reaching", {}, ("test/mse", "test_off/mse")),
+        ("reach-adaptation", {}, ("centre_out_off/mse", "centre_out/mse")),
+    ],
+)
+def test_tasks_declare_their_headline_metrics(task, options, headline):
+    assert bioplaus.tasks.get(task, **options).headline_metrics() == headline
+
+
+def test_report_and_figure_show_the_headline_metrics_first():
+    result = bioplaus.compare(rules=["bp"], task="digits", epochs=1, progress=False)
+    result.config["headline_metrics"] = ["test/loss"]
+    header = result.report().splitlines()[0].split()
+    assert header[1] == "test/loss", header
+    assert result.plot().axes[0].get_title() == "test/loss"

@@ -322,6 +322,7 @@ def compare(
         "task": cfg.task if isinstance(task, str) else repr(task_obj),
         "model": cfg.model if isinstance(model, str) else getattr(model, "__qualname__", repr(model)),
         "rule_hparams": {label: repr(factory()) for label, factory in plan},
+        "headline_metrics": list(task_obj.headline_metrics()),
         "environment": environment(),
     }
     bar = tqdm(total=len(plan) * len(cfg.seeds) * cfg.epochs, disable=not progress, desc="compare", unit="epoch")

@@ -93,14 +93,16 @@ class Comparison:
     def report(self, metrics: list[str] | None = None) -> str:
         """A text table: mean ± sd per rule of the main metrics, time per update and its ratio to the reference.
 
-        The main metrics are test accuracy and loss and training loss; for a task that logs none
+        The main metrics are the task's headline metrics (:meth:`~bioplaus.tasks.Task.headline_metrics`),
+        then test accuracy and loss and training loss; for a task that logs none
         of them, every held-out metric (all but ``train/…``). With more than six metrics the table
         is printed transposed (one row per metric).
         """
         s = self.summary
         if metrics is None:
             present = list(dict.fromkeys(s["metric"]))
-            metrics = [m for m in ("test/accuracy", "test/loss", "train/loss") if m in present]
+            main = [*self.config.get("headline_metrics", ()), "test/accuracy", "test/loss", "train/loss"]
+            metrics = [m for m in dict.fromkeys(main) if m in present]
             metrics = metrics or [m for m in present if not m.startswith("train/") and m != "seconds_per_step"]
         cell = s.assign(text=[_pm(m, sd) for m, sd in zip(s["mean"], s["sd"], strict=True)])
         wide = cell.pivot(index="rule", columns="metric", values="text").reindex(self.rules)
@@ -123,6 +125,11 @@ class Comparison:
         """
         from bioplaus.plotting import learning_curves
 
+        if metrics is None and self.config.get("headline_metrics"):
+            present = list(dict.fromkeys(self.table["split"] + "/" + self.table["metric"]))
+            headline = [m for m in self.config["headline_metrics"] if m in present]
+            extra = [m for m in ("train/loss", *present) if m in present and (m == "train/loss" or "/alignment/" in m)]
+            metrics = list(dict.fromkeys(headline + extra)) if headline else None
         return learning_curves(self.table, self.rules, metrics, reference=self.reference)
 
     def save(self, out: str | Path) -> Path:

@@ -76,6 +76,13 @@ class Task(ABC):
         """Raise ``ConfigError`` if this task cannot train ``model`` with ``rule`` for a reason the
         typed contract does not express (called before training; the default accepts)."""
 
+    def headline_metrics(self) -> tuple[str, ...]:
+        """The ``split/metric`` names a run of this task is judged by, most important first.
+
+        Summaries and figures show them before every other metric (default: none declared).
+        """
+        return ()
+
     def check_budget(self, epochs: int) -> None:  # noqa: B027 - an optional hook
         """Raise ``ConfigError`` if ``epochs`` epochs of this task would end before its first update
         (called before training; the default accepts)."""

@@ -121,6 +121,10 @@ class ClassificationTask(Task):
         return {"loss": outcome.loss.item() * n, "accuracy": correct}, n
 
     @torch.no_grad()
+    def headline_metrics(self) -> tuple[str, ...]:
+        """Test accuracy."""
+        return ("test/accuracy",)
+
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:
         was_training = model.training
         model.eval()

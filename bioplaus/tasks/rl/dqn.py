@@ -354,6 +354,10 @@ class DQNTask(Task):
         run = state.get("run")
         self._run = None if run is None else dataclasses.replace(run, model=model)
 
+    def headline_metrics(self) -> tuple[str, ...]:
+        """The evaluation return."""
+        return ("eval/return",)
+
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:
         """Mean evaluation return (ε = ``eval_epsilon``) of the full net and of each layer's policy."""
         if self.eval_episodes == 0:

@@ -479,6 +479,10 @@ class TD3Task(Task):
             metrics["critic_loss"] = float(np.mean(run.critic_losses))
         return metrics
 
+    def headline_metrics(self) -> tuple[str, ...]:
+        """The evaluation return."""
+        return ("eval/return",)
+
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:
         """Mean and sd of the deterministic return over ``eval_episodes`` episodes.
 
