@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from cli_helpers import run_cli as run
 
 import bioplaus
+from bioplaus.nets import MLP
 
 
 def test_version_flag_prints_the_package_version(capsys):
@@ -75,3 +78,39 @@ def test_report_and_figure_show_the_headline_metrics_first():
     header = result.report().splitlines()[0].split()
     assert header[1] == "test/loss", header
     assert result.plot().axes[0].get_title() == "test/loss"
+
+
+class _Clock:
+    """A stand-in for ``time.perf_counter`` that moves only when a model trains on a batch."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class _SlowFirstUpdate(MLP):
+    """An MLP whose training forward passes take 1 s on the clock, the first one 100 s (a one-time cost)."""
+
+    clock = _Clock()
+
+    def __init__(self, spec):
+        super().__init__(spec.in_features, [8], spec.n_out)
+        self.warm = False
+
+    def forward(self, x):
+        if self.training:
+            self.clock.now += 1.0 if self.warm else 100.0
+            self.warm = True
+        return super().forward(x)
+
+
+def test_time_per_update_leaves_out_the_warm_up_step_also_after_a_resume(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "perf_counter", _SlowFirstUpdate.clock)
+    opts = dict(task="synthetic", model=_SlowFirstUpdate, rules=["bp"], progress=False, out=tmp_path, checkpoint=True)
+    first = bioplaus.compare(epochs=1, **opts).runs.iloc[0]
+    assert first["seconds"] == first["steps"] - 1 and first["seconds_per_step"] == 1.0
+    again = bioplaus.compare(epochs=2, resume=True, **opts).runs.iloc[0]  # a fresh model: it warms up again
+    assert again["steps"] == 2 * first["steps"]
+    assert again["seconds"] == again["steps"] - 2 and again["seconds_per_step"] == 1.0
