@@ -9,6 +9,7 @@ from cli_helpers import run_cli as run
 
 import bioplaus
 from bioplaus.nets import MLP
+from bioplaus.plotting import metric_label
 
 
 def test_version_flag_prints_the_package_version(capsys):
@@ -77,7 +78,7 @@ def test_report_and_figure_show_the_headline_metrics_first():
     result.config["headline_metrics"] = ["test/loss"]
     header = result.report().splitlines()[0].split()
     assert header[1] == "test/loss", header
-    assert result.plot().axes[0].get_title() == "test/loss"
+    assert result.plot().axes[0].get_title() == "Test loss"
 
 
 class _Clock:
@@ -114,3 +115,36 @@ def test_time_per_update_leaves_out_the_warm_up_step_also_after_a_resume(tmp_pat
     again = bioplaus.compare(epochs=2, resume=True, **opts).runs.iloc[0]  # a fresh model: it warms up again
     assert again["steps"] == 2 * first["steps"]
     assert again["seconds"] == again["steps"] - 2 and again["seconds_per_step"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "title", "unit"),
+    [
+        ("test/accuracy", "Test accuracy", "accuracy (fraction correct)"),
+        ("test_T40/accuracy", "Test (T = 40) accuracy", "accuracy (fraction correct)"),
+        ("centre_out_off/mse", "Centre-out, control off MSE", "mean squared error"),
+        ("eval/return", "Evaluation return", "return (reward per episode)"),
+        ("train/alignment/fc1", "Alignment with the reference, fc1", "cosine"),
+    ],
+)
+def test_metric_names_become_titles_and_units(name, title, unit):
+    assert metric_label(name) == (title, unit)
+
+
+def test_figure_titles_ticks_markers_chance_and_reference():
+    import matplotlib.pyplot as plt
+
+    result = bioplaus.compare(rules=["bp", "fa"], task="digits", epochs=1, progress=False)
+    fig = result.plot()
+    acc, loss = fig.axes[:2]
+    assert fig._suptitle.get_text() == "digits · mlp · bp, fa (mean ± sd over 1 seed)"
+    assert (acc.get_title(), acc.get_ylabel()) == ("Test accuracy", "accuracy (fraction correct)")
+    assert list(acc.get_xticks()) == [0, 1] and list(loss.get_xticks()) == [1]
+    lines = {line.get_label(): line for line in acc.get_lines()}
+    assert lines["bp (reference)"].get_linestyle() == "--" and lines["fa"].get_linestyle() == "-"
+    assert lines["chance"].get_linestyle() == ":" and lines["chance"].get_ydata()[0] == pytest.approx(0.1)
+    assert any(text.get_text() == "chance 0.1" for text in acc.texts)
+    assert "chance" not in {line.get_label() for line in loss.get_lines()}  # no chance level for a loss
+    assert all(line.get_marker() == "o" for line in loss.get_lines())  # one epoch: one point per curve
+    assert all(line.get_marker() in ("None", None) for line in acc.get_lines())  # epochs 0 and 1
+    plt.close(fig)

@@ -368,6 +368,7 @@ def compare(
         "model": cfg.model if isinstance(model, str) else getattr(model, "__qualname__", repr(model)),
         "rule_hparams": {label: repr(factory()) for label, factory in plan},
         "headline_metrics": list(task_obj.headline_metrics()),
+        "chance_levels": task_obj.chance_levels(),
         "environment": environment(),
     }
     bar = tqdm(total=len(plan) * len(cfg.seeds) * cfg.epochs, disable=not progress, desc="compare", unit="epoch")

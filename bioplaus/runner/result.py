@@ -119,6 +119,8 @@ class Comparison:
     def plot(self, metrics: list[str] | None = None):  # -> matplotlib.figure.Figure
         """Learning curves (mean ± sd over seeds), the reference rule (BP) drawn dashed black.
 
+        Titled with the task, model, rules and seed count; the task's chance levels dotted.
+
         Args:
             metrics: ``split/metric`` names; default: test accuracy, train loss and every logged
                 alignment layer.
@@ -130,7 +132,12 @@ class Comparison:
             headline = [m for m in self.config["headline_metrics"] if m in present]
             extra = [m for m in ("train/loss", *present) if m in present and (m == "train/loss" or "/alignment/" in m)]
             metrics = list(dict.fromkeys(headline + extra)) if headline else None
-        return learning_curves(self.table, self.rules, metrics, reference=self.reference)
+        seeds = self.runs.groupby("rule")["seed"].nunique().max() if len(self.runs) else 0
+        title = (
+            f"{self.config.get('task', 'task')} · {self.config.get('model', 'model')} · {', '.join(self.rules)}"
+            f" (mean ± sd over {seeds} seed{'s' if seeds != 1 else ''})"
+        )
+        return learning_curves(self.table, self.rules, metrics, self.reference, title, self.config.get("chance_levels"))
 
     def save(self, out: str | Path) -> Path:
         """Write ``config.json``, ``metrics.csv``, ``summary.csv``, ``runs.csv`` and ``figure.png`` into ``out``."""

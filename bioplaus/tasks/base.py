@@ -83,6 +83,14 @@ class Task(ABC):
         """
         return ()
 
+    def chance_levels(self) -> dict[str, float]:
+        r"""Per metric name (without split), the score of a uniform guess; figures draw it dotted.
+
+        Classification: ``{"accuracy": 1 / n_classes}`` (a guess among $K$ classes is right with
+        probability $1/K$). Default: none.
+        """
+        return {}
+
     def check_budget(self, epochs: int) -> None:  # noqa: B027 - an optional hook
         """Raise ``ConfigError`` if ``epochs`` epochs of this task would end before its first update
         (called before training; the default accepts)."""

@@ -125,6 +125,10 @@ class ClassificationTask(Task):
         """Test accuracy."""
         return ("test/accuracy",)
 
+    def chance_levels(self) -> dict[str, float]:
+        """Accuracy of a uniform guess, ``1 / n_classes``."""
+        return {"accuracy": 1 / self.spec.n_out}
+
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:
         was_training = model.training
         model.eval()

@@ -230,6 +230,10 @@ class SequenceTask(Task):
         metric = "accuracy" if self.loss_kind == "ce" else "loss"
         return tuple(f"{split}/{metric}" for split in self.test_sets)
 
+    def chance_levels(self) -> dict[str, float]:
+        """Class targets: the accuracy of a uniform guess per step, ``1 / n_out`` (regression: none)."""
+        return {"accuracy": 1 / self.spec.n_out} if self.loss_kind == "ce" else {}
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:
         was_training = model.training
