@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from bioplaus import __version__
 from bioplaus.errors import BioplausError, ConfigError
 
 
@@ -43,6 +44,7 @@ def _add_common(
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bioplaus`` command."""
     parser = _Parser(prog="bioplaus", description="Biologically plausible learning rules, compared with backprop.")
+    parser.add_argument("--version", action="version", version=f"bioplaus {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     cmp = sub.add_parser("compare", help="train every rule × seed on a task and compare with BP")
@@ -78,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--rule", help="only models this registered rule can train")
     listing.add_argument("--task", help="only models this registered task can drive")
     sub.add_parser("tasks", help="list the registered tasks")
+    for kind in ("rules", "models", "tasks"):
+        sub.choices[kind].add_argument("name", nargs="?", help="describe this entry: its options, types and defaults")
     return parser
 
 
@@ -125,6 +129,13 @@ def _listing(args: argparse.Namespace) -> str:
     from bioplaus.runner.preflight import fitting
 
     kind = args.command
+    if args.name is not None:
+        from bioplaus.nets._registry import MODELS
+        from bioplaus.rules._registry import RULES
+        from bioplaus.runner.entry_info import entry_text
+        from bioplaus.tasks._registry import TASKS
+
+        return entry_text({"rules": RULES, "models": MODELS, "tasks": TASKS}[kind], args.name)
     table = {"rules": rules.describe, "models": nets.describe, "tasks": tasks.describe}[kind]()
     keep = fitting(kind, model=getattr(args, "model", None), rule=getattr(args, "rule", None),
                    task=getattr(args, "task", None))  # fmt: skip

@@ -114,7 +114,7 @@ def test_report_and_plot():
     assert "test/accuracy" in text and "× bp" in text and "2/2 done" in text
     fig = res.plot()
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
-    assert titles[:2] == ["test/accuracy", "train/loss"] and any("alignment" in t for t in titles)
+    assert titles[:2] == ["Test accuracy", "Training loss"] and any("Alignment" in t for t in titles)
     assert repr(res).startswith("Comparison of bp, dfa")
 
 

@@ -32,6 +32,13 @@ def test_readme_python_example_runs(tmp_path):
     text = (ROOT / "README.md").read_text()
     code = re.search(r"```python\n(.+?)\n```", text, re.S).group(1)
     assert len(code.splitlines()) <= 25
+    lint = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--select", "F", "--stdin-filename", "readme.py", "-"],
+        input=code,
+        capture_output=True,
+        text=True,
+    )
+    assert lint.returncode == 0, lint.stdout  # no unused imports or undefined names
     done = subprocess.run(
         [sys.executable, "-c", "import matplotlib; matplotlib.use('Agg')\n" + code],
         cwd=tmp_path,
@@ -40,4 +47,5 @@ def test_readme_python_example_runs(tmp_path):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "±" in done.stdout  # the comment promises mean ± sd per rule
     assert "sign_symmetry" in done.stdout and (tmp_path / "runs" / "digits" / "figure.png").exists()

@@ -42,13 +42,15 @@ class RunState:
         epoch: epochs trained.
         steps: optimizer steps taken.
         rows: tidy metric rows logged so far.
-        train_seconds: training time so far (evaluation and probes excluded).
+        train_seconds: training time so far (evaluation, probes and warm-up steps excluded).
+        warmup_steps: steps left out of ``train_seconds`` (the first step of each process).
     """
 
     epoch: int = 0
     steps: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
+    warmup_steps: int = 0
 
 
 def _atomic_save(obj: Any, path: Path) -> None:

@@ -54,13 +54,32 @@ def build_optimizer(param_groups: list[dict[str, Any]], cfg: RunConfig) -> torch
 
 @dataclass
 class RunOutcome:
-    """One (rule, seed) run: its metric rows, how it ended and how long its updates took."""
+    """One (rule, seed) run: its metric rows, how it ended and how long its updates took.
+
+    Attributes:
+        rows: tidy metric rows.
+        status: ``done`` or ``diverged``.
+        message: why a run diverged (empty otherwise).
+        steps: optimizer steps taken.
+        seconds: training time of the timed steps: every step but the warm-up ones, evaluation
+            and alignment probes excluded.
+        warmup_steps: steps left out of ``seconds``: the first step of each process that trained
+            the run (one, plus one per resume), which absorbs one-time costs (kernel selection,
+            lazy initialisation, caches).
+    """
 
     rows: list[dict[str, Any]]
     status: str
     message: str
     steps: int
     seconds: float
+    warmup_steps: int = 0
+
+    @property
+    def seconds_per_step(self) -> float:
+        r"""Time per timed update, $t / (n_\text{steps} - n_\text{warm-up})$ (NaN when no step was timed)."""
+        timed = self.steps - self.warmup_steps
+        return self.seconds / timed if timed > 0 else math.nan
 
 
 @dataclass
@@ -91,6 +110,23 @@ class _RunLog:
         self.steps += 1
 
 
+@dataclass
+class _WarmUpClock:
+    """When this process's first optimizer step ended, and the probe time spent by then.
+
+    The time from the start of the epoch to the end of that step is the warm-up, left out of the
+    training time.
+    """
+
+    probe_seconds: Callable[[], float]
+    first_end: float | None = None
+    probes_by_then: float = 0.0
+
+    def mark(self, *_: Any) -> None:
+        if self.first_end is None:
+            self.first_end, self.probes_by_then = time.perf_counter(), self.probe_seconds()
+
+
 def train_run(
     task: Task,
     make_model: ModelFactory,
@@ -106,7 +142,9 @@ def train_run(
 
     The seed fixes the initial weights (the same for every rule), the rule's random state
     (feedback matrices) and the batch order. A non-finite loss ends the run as ``diverged``.
-    Training time excludes evaluation and alignment probes.
+    Training time excludes evaluation, alignment probes and the warm-up: the time up to the end
+    of the first optimizer step this process takes (also after a resume), which
+    `RunOutcome.warmup_steps` counts.
 
     Args:
         task: the task.
@@ -134,9 +172,9 @@ def train_run(
     if resume and checkpoint is not None and checkpoint.is_file():
         state = load_run(checkpoint, objects)
         log.epoch, log.steps, log.rows = state.epoch, state.steps, state.rows
-        train_seconds = state.train_seconds
+        train_seconds, warmup_steps = state.train_seconds, state.warmup_steps
     else:
-        train_seconds = 0.0
+        train_seconds, warmup_steps = 0.0, 0
     optimizer.register_step_post_hook(log.count_step)
     schedule = AlignmentSchedule(
         cfg.alignment_every,
@@ -144,6 +182,9 @@ def train_run(
         lambda: log.steps,
         reference=rules.get(rule.reference) if rule.online and rule.reference else None,
     )
+    clock = _WarmUpClock(lambda: schedule.seconds)
+    optimizer.register_step_post_hook(clock.mark)
+    warmed = False
 
     def evaluate() -> dict[str, dict[str, float]]:
         results = task.evaluate(model)
@@ -156,7 +197,7 @@ def train_run(
 
     def save() -> None:
         if checkpoint is not None:
-            state = RunState(log.epoch, log.steps, log.rows, train_seconds - schedule.seconds)
+            state = RunState(log.epoch, log.steps, log.rows, train_seconds - schedule.seconds, warmup_steps)
             save_run(checkpoint, objects, state, cfg.to_dict() | {"rules": [label], "seeds": [seed]})
 
     status, message = "done", ""
@@ -166,12 +207,16 @@ def train_run(
             save()
         while log.epoch < cfg.epochs:
             log.epoch += 1
-            start = time.perf_counter()
+            start, probes_before = time.perf_counter(), schedule.seconds
             try:
                 train_metrics = train_epoch(
                     task, model, rule, optimizer, generator=generator, alignment_schedule=schedule
                 )
             finally:
+                if not warmed and clock.first_end is not None:  # the warm-up step was in this epoch
+                    warmed, warmup_steps = True, warmup_steps + 1
+                    # time after the warm-up step, plus the probes before it (all probes are subtracted below)
+                    start = clock.first_end - (clock.probes_by_then - probes_before)
                 train_seconds += time.perf_counter() - start
             log.add("train", train_metrics)
             results = evaluate()
@@ -181,7 +226,7 @@ def train_run(
     except DivergedError as err:
         warnings.warn(f"run {label} (seed {seed}) diverged: {err}", RuntimeWarning, stacklevel=2)
         status, message = "diverged", str(err)
-    return RunOutcome(log.rows, status, message, log.steps, train_seconds - schedule.seconds)
+    return RunOutcome(log.rows, status, message, log.steps, train_seconds - schedule.seconds, warmup_steps)
 
 
 def _rule_factories(
@@ -324,10 +369,13 @@ def compare(
         cfg.model if isinstance(model, str) else None,
         make_optimizer=lambda groups: build_optimizer(groups, cfg),
     )
+    task_obj.check_budget(cfg.epochs)
     config = cfg.to_dict() | {
         "task": cfg.task if isinstance(task, str) else repr(task_obj),
         "model": cfg.model if isinstance(model, str) else getattr(model, "__qualname__", repr(model)),
         "rule_hparams": {label: repr(factory()) for label, factory in plan},
+        "headline_metrics": list(task_obj.headline_metrics()),
+        "chance_levels": task_obj.chance_levels(),
         "environment": environment(),
     }
     bar = tqdm(total=len(plan) * len(cfg.seeds) * cfg.epochs, disable=not progress, desc="compare", unit="epoch")
@@ -357,7 +405,7 @@ def compare(
                         "message": outcome.message,
                         "steps": outcome.steps,
                         "seconds": outcome.seconds,
-                        "seconds_per_step": outcome.seconds / outcome.steps if outcome.steps else math.nan,
+                        "seconds_per_step": outcome.seconds_per_step,
                     }
                 )
     result = Comparison.from_records(rows, runs, config)

@@ -93,14 +93,16 @@ class Comparison:
     def report(self, metrics: list[str] | None = None) -> str:
         """A text table: mean ± sd per rule of the main metrics, time per update and its ratio to the reference.
 
-        The main metrics are test accuracy and loss and training loss; for a task that logs none
+        The main metrics are the task's headline metrics (`bioplaus.tasks.Task.headline_metrics`),
+        then test accuracy and loss and training loss; for a task that logs none
         of them, every held-out metric (all but ``train/…``). With more than six metrics the table
         is printed transposed (one row per metric).
         """
         s = self.summary
         if metrics is None:
             present = list(dict.fromkeys(s["metric"]))
-            metrics = [m for m in ("test/accuracy", "test/loss", "train/loss") if m in present]
+            main = [*self.config.get("headline_metrics", ()), "test/accuracy", "test/loss", "train/loss"]
+            metrics = [m for m in dict.fromkeys(main) if m in present]
             metrics = metrics or [m for m in present if not m.startswith("train/") and m != "seconds_per_step"]
         cell = s.assign(text=[_pm(m, sd) for m, sd in zip(s["mean"], s["sd"], strict=True)])
         wide = cell.pivot(index="rule", columns="metric", values="text").reindex(self.rules)
@@ -117,13 +119,25 @@ class Comparison:
     def plot(self, metrics: list[str] | None = None):  # -> matplotlib.figure.Figure
         """Learning curves (mean ± sd over seeds), the reference rule (BP) drawn dashed black.
 
+        Titled with the task, model, rules and seed count; the task's chance levels dotted.
+
         Args:
             metrics: ``split/metric`` names; default: test accuracy, train loss and every logged
                 alignment layer.
         """
         from bioplaus.plotting import learning_curves
 
-        return learning_curves(self.table, self.rules, metrics, reference=self.reference)
+        if metrics is None and self.config.get("headline_metrics"):
+            present = list(dict.fromkeys(self.table["split"] + "/" + self.table["metric"]))
+            headline = [m for m in self.config["headline_metrics"] if m in present]
+            extra = [m for m in ("train/loss", *present) if m in present and (m == "train/loss" or "/alignment/" in m)]
+            metrics = list(dict.fromkeys(headline + extra)) if headline else None
+        seeds = self.runs.groupby("rule")["seed"].nunique().max() if len(self.runs) else 0
+        title = (
+            f"{self.config.get('task', 'task')} · {self.config.get('model', 'model')} · {', '.join(self.rules)}"
+            f" (mean ± sd over {seeds} seed{'s' if seeds != 1 else ''})"
+        )
+        return learning_curves(self.table, self.rules, metrics, self.reference, title, self.config.get("chance_levels"))
 
     def save(self, out: str | Path) -> Path:
         """Write ``config.json``, ``metrics.csv``, ``summary.csv``, ``runs.csv`` and ``figure.png`` into ``out``."""

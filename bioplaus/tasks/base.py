@@ -78,6 +78,25 @@ class Task(ABC):
         """Raise ``ConfigError`` if this task cannot train ``model`` with ``rule`` for a reason the
         typed contract does not express (called before training; the default accepts)."""
 
+    def headline_metrics(self) -> tuple[str, ...]:
+        """The ``split/metric`` names a run of this task is judged by, most important first.
+
+        Summaries and figures show them before every other metric (default: none declared).
+        """
+        return ()
+
+    def chance_levels(self) -> dict[str, float]:
+        r"""Per metric name (without split), the score of a uniform guess; figures draw it dotted.
+
+        Classification: ``{"accuracy": 1 / n_classes}`` (a guess among $K$ classes is right with
+        probability $1/K$). Default: none.
+        """
+        return {}
+
+    def check_budget(self, epochs: int) -> None:  # noqa: B027 - an optional hook
+        """Raise ``ConfigError`` if ``epochs`` epochs of this task would end before its first update
+        (called before training; the default accepts)."""
+
     @abstractmethod
     def batches(self, model: nn.Module, generator: torch.Generator) -> Iterator[Any]:
         """The batches of one epoch; the runner applies one update per batch before asking for the next.

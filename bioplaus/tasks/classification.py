@@ -121,6 +121,14 @@ class ClassificationTask(Task):
         return {"loss": outcome.loss.item() * n, "accuracy": correct}, n
 
     @torch.no_grad()
+    def headline_metrics(self) -> tuple[str, ...]:
+        """Test accuracy."""
+        return ("test/accuracy",)
+
+    def chance_levels(self) -> dict[str, float]:
+        """Accuracy of a uniform guess, ``1 / n_classes``."""
+        return {"accuracy": 1 / self.spec.n_out}
+
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:
         was_training = model.training
         model.eval()

@@ -427,7 +427,7 @@ class MotorTask(Task):
             raise ConfigError(f"batch_size and iterations must be positive, got {batch_size}, {iterations}")
         if clip_grad_norm is not None and not clip_grad_norm > 0:
             raise ConfigError(f"clip_grad_norm must be positive or None (no clipping), got {clip_grad_norm}")
-        self.name = f"reaching-{trial_set}"
+        self.name, self.trial_set = f"reaching-{trial_set}", trial_set
         self.trial_set, self.batch_size, self.iterations = trial_set, batch_size, iterations
         self.timing = get_timing(timing)
         self.rotation, self.convention, self.push_prob = rotation, convention, push_prob
@@ -501,6 +501,13 @@ class MotorTask(Task):
     def _check_model(self, model: nn.Module) -> None:
         if not isinstance(model, RateRNN):
             raise ConfigError(f"task '{self.name}' drives a RateRNN (model 'rate_rnn'), got {type(model).__name__}")
+
+    def headline_metrics(self) -> tuple[str, ...]:
+        """Adaptation (centre-out training trials): the control-off MSE on the rotated targets, then with
+        control on; pre-training (random reaches): the test MSE, then with control off."""
+        if self.trial_set == "centre-out":
+            return ("centre_out_off/mse", "centre_out/mse")
+        return ("test/mse", "test_off/mse")
 
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:
         self._check_model(model)

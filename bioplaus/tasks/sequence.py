@@ -228,6 +228,15 @@ class SequenceTask(Task):
         output = outcome.output.detach() if isinstance(outcome, Context) else outcome[0]
         return self.metrics(output, batch[1]), 1.0
 
+    def headline_metrics(self) -> tuple[str, ...]:
+        """Accuracy (class targets) or loss (regression) on every test length, the training length first."""
+        metric = "accuracy" if self.loss_kind == "ce" else "loss"
+        return tuple(f"{split}/{metric}" for split in self.test_sets)
+
+    def chance_levels(self) -> dict[str, float]:
+        """Class targets: the accuracy of a uniform guess per step, ``1 / n_out`` (regression: none)."""
+        return {"accuracy": 1 / self.spec.n_out} if self.loss_kind == "ce" else {}
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:
         was_training = model.training

@@ -61,7 +61,7 @@ from bioplaus.tasks.base import Metrics, Task
 from bioplaus.tasks.rl.envs import make_env
 from bioplaus.tasks.rl.evaluation import evaluate
 from bioplaus.tasks.rl.replay import ReplayBuffer, SequenceBatch
-from bioplaus.tasks.rl.schedules import epsilon, target_sync_due
+from bioplaus.tasks.rl.schedules import check_budget, epsilon, target_sync_due
 
 EVAL_SEED = 10_000
 """Evaluation episodes reset with seeds ``EVAL_SEED, EVAL_SEED + 1, …`` for every agent."""
@@ -290,6 +290,16 @@ class DQNTask(Task):
             run.episode_return, run.context = 0.0, None
             run.obs, _ = run.env.reset()
 
+    def check_budget(self, epochs: int) -> None:
+        """Raise ``ConfigError`` when the run ends before its first update (``learning_starts``, ``train_every``)."""
+        check_budget(
+            self.name,
+            epochs,
+            self.steps_per_epoch,
+            ("learning_starts", self.learning_starts),
+            ("train_every", self.train_every),
+        )
+
     def batches(self, model: nn.Module, generator: torch.Generator) -> Iterator[SequenceBatch]:
         """Run ``steps_per_epoch`` environment steps, yielding a replay batch whenever an update is due.
 
@@ -347,6 +357,10 @@ class DQNTask(Task):
         ``model``."""
         run = state.get("run")
         self._run = None if run is None else dataclasses.replace(run, model=model)
+
+    def headline_metrics(self) -> tuple[str, ...]:
+        """The evaluation return."""
+        return ("eval/return",)
 
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:
         """Mean evaluation return (ε = ``eval_epsilon``) of the full net and of each layer's policy."""

@@ -79,6 +79,7 @@ from bioplaus.tasks._registry import register
 from bioplaus.tasks.base import Metrics, Task
 from bioplaus.tasks.rl.evaluation import EvalResult, evaluate
 from bioplaus.tasks.rl.replay import ReplayBuffer, Transitions
+from bioplaus.tasks.rl.schedules import check_budget
 
 EVAL_SEED = 10**6
 """Evaluation episodes reset with seeds ``EVAL_SEED, EVAL_SEED + 1, …``."""
@@ -419,6 +420,16 @@ class TD3Task(Task):
             for b, b_t in zip(net.buffers(), target.buffers(), strict=True):
                 b_t.copy_(b)
 
+    def check_budget(self, epochs: int) -> None:
+        """Raise ``ConfigError`` when the run ends before its first update (``update_after``, ``update_every``)."""
+        check_budget(
+            self.name,
+            epochs,
+            self.steps_per_epoch,
+            ("update_after", self.update_after),
+            ("update_every", self.update_every),
+        )
+
     def batches(self, model: nn.Module, generator: torch.Generator) -> Iterator[Transitions]:
         """Run ``steps_per_epoch`` environment steps and critic updates; yield a batch when an actor update is due.
 
@@ -472,6 +483,10 @@ class TD3Task(Task):
         if run.critic_losses:
             metrics["critic_loss"] = float(np.mean(run.critic_losses))
         return metrics
+
+    def headline_metrics(self) -> tuple[str, ...]:
+        """The evaluation return."""
+        return ("eval/return",)
 
     def evaluate(self, model: nn.Module) -> dict[str, dict[str, float]]:
         """Mean and sd of the deterministic return over ``eval_episodes`` episodes.
