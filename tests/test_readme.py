@@ -48,4 +48,4 @@ def test_readme_python_example_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "±" in done.stdout  # the comment promises mean ± sd per rule
-    assert "sign_symmetry" in done.stdout and (tmp_path / "runs" / "digits" / "figure.png").exists()
+    assert "plain_sign" in done.stdout and (tmp_path / "runs" / "digits" / "figure.png").exists()

@@ -126,7 +126,10 @@ def test_sweep_in_a_process_pool_writes_the_store_and_resumes(capsys, tmp_path):
     assert len(runs) == 8 and runs["status"].eq("done").all() and runs["run_id"].is_unique
     assert {"run_id", "status", "message", "rule", "seed", "lr", "model_options.hidden", "test/accuracy"} <= set(runs)
     assert runs["model_options.hidden"].eq("[16]").all() and set(runs["lr"]) == {1e-3, 1e-2}
-    assert set(runs.attrs["metrics"]) == {"train/loss", "train/accuracy", "test/loss", "test/accuracy"}
+    geometry = {
+        f"train/feedback_{kind}/layers.{layer}" for kind in ("angle", "norm_ratio") for layer in ("fc1", "readout")
+    }
+    assert set(runs.attrs["metrics"]) == {"train/loss", "train/accuracy", "test/loss", "test/accuracy"} | geometry
     for run_id in runs["run_id"]:
         folder = out / "runs" / run_id
         assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.csv", "status.json"]
@@ -137,7 +140,8 @@ def test_sweep_in_a_process_pool_writes_the_store_and_resumes(capsys, tmp_path):
     pd.testing.assert_frame_equal(loaded, runs)
     tidy = bioplaus.results.metrics(out)
     assert list(tidy.columns) == ["run_id", "rule", "seed", "epoch", "step", "split", "metric", "value"]
-    assert len(tidy) == 8 * (2 + 2 * 4)  # per run: test loss/accuracy at epochs 0-2, train loss/accuracy at 1-2
+    # per run: test loss/accuracy at epochs 0-2, train loss/accuracy at 1-2; fa also its B–W geometry at 1-2
+    assert len(tidy) == 8 * (2 + 2 * 4) + 4 * 2 * len(geometry)
 
     before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*")}
     again = bioplaus.sweep(SMALL, rules=["bp", "fa"], grid={"lr": [1e-3, 1e-2]}, seeds=2, out=out, progress=False)
@@ -148,6 +152,7 @@ def test_sweep_in_a_process_pool_writes_the_store_and_resumes(capsys, tmp_path):
     pd.testing.assert_frame_equal(
         bioplaus.results.load(out).sort_values("run_id", ignore_index=True),
         runs.sort_values("run_id", ignore_index=True),
+        check_like=True,  # runs with other metrics (fa's B–W geometry) may come first in the rebuild
     )
 
     report = bioplaus.results.report(out)

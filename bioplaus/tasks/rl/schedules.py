@@ -37,8 +37,8 @@ def target_sync_due(step: int, every: int, learning_starts: int = 0) -> bool:
 def check_budget(task: str, epochs: int, steps_per_epoch: int, start: tuple[str, int], every: tuple[str, int]) -> None:
     """Raise ``ConfigError`` if ``epochs × steps_per_epoch`` environment steps end before the first update.
 
-    The first update comes at the first step :math:`s \\ge \\max(t_0, 1)` that is a multiple of the
-    update period: :math:`s_1 = \\lceil \\max(t_0, 1) / k \\rceil\\, k`.
+    The first update comes at the first step $s \\ge \\max(t_0, 1)$ that is a multiple of the
+    update period: $s_1 = \\lceil \\max(t_0, 1) / k \\rceil\\, k$.
 
     Args:
         task: the task's name, for the message.
